@@ -1,0 +1,16 @@
+"""cellgen: synthetic white-blood-cell images to augment rare classes.
+
+A TensorFlow/Keras 3 reimplementation of Klang & Carlberg (2020) and Nilsson &
+Zettergren (2023), CellaVision / Lund University master theses. Stages live in
+sub-packages: ``data_reader`` (input), ``gan``, ``diffusion``, ``latent``,
+``classify`` and ``evaluate``.
+"""
+
+import os as _os
+
+# cellgen is written for the TensorFlow backend of Keras 3 (tf.distribute, tf.data).
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ start-up chatter hides the messages users need to see.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

@@ -1,0 +1,83 @@
+"""Shared plumbing of the per-stage scripts: error reporting and run set-up.
+
+Scripts print a one-line ``error: ...`` on stderr and exit with status 2 for bad
+input (files, options, configs), 3 when training stopped on a NaN loss, and 130
+on Ctrl-C; a traceback is only shown with ``CELLGEN_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, Sequence
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from cellgen.config import ConfigError
+    from cellgen.distribute import StrategyError
+    from cellgen.images import ImageReadError
+    from cellgen.runs import RunError
+
+    errors: list[type[BaseException]] = [ConfigError, StrategyError, ImageReadError, RunError,
+                                         FileNotFoundError, NotADirectoryError, PermissionError]
+    try:
+        from cellgen.data_reader import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """Wraps a script's ``main(argv)`` so expected failures become one-line errors."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        from cellgen.runs import NonFiniteLossError
+
+        if os.environ.get("CELLGEN_DEBUG"):
+            return main(argv)
+        try:
+            return main(argv)
+        except NonFiniteLossError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_NON_FINITE
+        except _expected_errors() as error:
+            message = str(error).strip() or type(error).__name__
+            if isinstance(error, OSError) and getattr(error, "filename", None) and error.filename not in message:
+                message = f"{error.filename}: {message}"
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("interrupted; resume with --resume", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def prepare_runtime(config) -> tuple[object, str]:
+    """Creates the tf.distribute strategy, seeds everything and sets the precision policy.
+
+    The strategy comes first: ``cpu:N`` must split the CPU before TensorFlow
+    initialises its devices. Returns ``(strategy, resolved_precision)``.
+    """
+    from cellgen.distribute import make_strategy
+    from cellgen.precision import set_precision
+    from cellgen.runs import set_seed
+
+    strategy = make_strategy(config.strategy)
+    set_seed(config.seed)
+    precision = set_precision(config.precision)
+    return strategy, precision
+
+
+def crop_option(crop: float) -> int | float | None:
+    """Config ``crop`` (0 = none, > 1 = pixels, (0, 1] = fraction) as the reader's argument."""
+    if not crop:
+        return None
+    return int(crop) if crop > 1 else float(crop)

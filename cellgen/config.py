@@ -1,0 +1,334 @@
+"""Dataclass configs loaded from TOML presets, with command-line overrides.
+
+Every stage defines a dataclass that subclasses :class:`CommonConfig`; the thesis
+hyperparameter tables live in TOML presets under ``configs/`` and any field can
+be overridden with ``--set key=value`` or one of the common flags
+(``--data --out --size --epochs --batch-size --seed --precision --strategy``).
+
+Configs are flat (one level of keys) so that every key can be set from the
+command line; list values are written as TOML arrays (``--set kernel=[5,5]``) or
+comma-separated (``--set arms=baseline,synthetic``).
+
+Example:
+    >>> @dataclasses.dataclass
+    ... class MyConfig(CommonConfig):
+    ...     kind: ClassVar[str] = "my_model"
+    ...     learning_rate: float = 1e-4
+    >>> cfg = load_config(MyConfig, None, ["learning_rate=3e-4", "epochs=2"])
+    >>> cfg.learning_rate, cfg.epochs
+    (0.0003, 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, Sequence, TypeVar
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A preset file or override is invalid; the message names the key or file."""
+
+
+@dataclasses.dataclass
+class CommonConfig:
+    """Fields every training stage has.
+
+    Attributes:
+        data: training data (class folder, CSV, flat folder or ``tfds:NAME``).
+        out: run directory to create.
+        image_size: side of the square images the models see.
+        crop: optional center crop before resizing: pixels (> 1) or a fraction of the shorter side.
+        epochs: training epochs.
+        batch_size: global batch size (split across replicas under tf.distribute).
+        seed: seeds Python, NumPy and TensorFlow.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (see cellgen.precision).
+        strategy: ``auto``, ``default``, ``mirrored``, ``multiworker`` or ``cpu:N`` (see cellgen.distribute).
+        on_error: what the data reader does with an unreadable image: ``raise`` or ``skip``.
+        workers: image-decoding threads of the data reader.
+        description: free text recorded in the run directory.
+    """
+
+    kind: ClassVar[str] = "common"
+
+    data: str = ""
+    out: str = ""
+    image_size: int = 64
+    crop: float = 0.0
+    epochs: int = 1
+    batch_size: int = 16
+    seed: int = 0
+    precision: str = "fp32"
+    strategy: str = "auto"
+    on_error: str = "raise"
+    workers: int = 2
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict, with its ``kind`` first."""
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (validated like overrides)."""
+        return apply_overrides(self, changes)
+
+    def validate(self) -> None:
+        """Checks value ranges; subclasses extend it. Raises ConfigError."""
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in ("fp32", "bf16", "fp16", "auto"):
+            raise ConfigError(f"precision must be one of fp32, bf16, fp16, auto; got {self.precision!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.crop < 0:
+            raise ConfigError(f"crop must be >= 0 (0 = no crop), got {self.crop}")
+
+
+C = TypeVar("C", bound=CommonConfig)
+
+
+def field_names(config_class: type[CommonConfig]) -> list[str]:
+    return [field.name for field in dataclasses.fields(config_class)]
+
+
+def _field_types(config_class: type[CommonConfig]) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_class)
+    return {field.name: hints[field.name] for field in dataclasses.fields(config_class)}
+
+
+def _coerce(key: str, value: Any, target: Any) -> Any:
+    """Converts a TOML or command-line value to the field's declared type."""
+    origin = typing.get_origin(target)
+    if origin in (typing.Union, types.UnionType):
+        options = [t for t in typing.get_args(target) if t is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(key, value, options[0])
+    if origin in (list, tuple):
+        (item_type, *_) = typing.get_args(target) or (str,)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{key}: cannot parse list {value!r}") from None
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        items = [_coerce(key, item, item_type) for item in value]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if isinstance(value, str):
+            value = _parse_mapping(key, value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table like name=value,name2=value2, got {value!r}")
+        return dict(value)
+    try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if target is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if target is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if target is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(target, '__name__', target)}, got {value!r}") from None
+    return value
+
+
+def _parse_mapping(key: str, text: str) -> dict[str, Any]:
+    """Parses ``a=1,b=0.5`` (or a JSON object) into a dict."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: cannot parse {text!r}") from None
+    result: dict[str, Any] = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise ConfigError(f"{key}: expected name=value pairs, got {part!r}")
+        name, raw = part.split("=", 1)
+        try:
+            result[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[name.strip()] = raw.strip()
+    return result
+
+
+def apply_overrides(config: C, overrides: dict[str, Any]) -> C:
+    """Returns a copy of ``config`` with ``overrides`` applied and validated."""
+    types_by_name = _field_types(type(config))
+    changes = {}
+    for key, value in overrides.items():
+        if key == "kind":
+            if value != config.kind:
+                raise ConfigError(f"this preset is for {value!r}, but the script trains {config.kind!r}")
+            continue
+        if key not in types_by_name:
+            valid = ", ".join(sorted(types_by_name))
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+        changes[key] = _coerce(key, value, types_by_name[key])
+    updated = dataclasses.replace(config, **changes)
+    updated.validate()
+    return updated
+
+
+def parse_set_options(items: Sequence[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings from ``--set``; values stay strings (coerced later)."""
+    result = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def resolve_preset_path(path: str | os.PathLike) -> Path:
+    """Finds a preset by path, or by name inside the project's ``configs/`` folder."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    for guess in (CONFIG_DIR / candidate, CONFIG_DIR / f"{candidate}.toml"):
+        if guess.is_file():
+            return guess
+    raise ConfigError(f"config file not found: {path}")
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    path = resolve_preset_path(path)
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
+
+
+def load_config(
+    config_class: type[C],
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] | dict[str, Any] = (),
+) -> C:
+    """Builds a config from its defaults, an optional TOML preset and overrides.
+
+    Args:
+        config_class: the stage's dataclass.
+        path: TOML preset (a path, or a name under ``configs/``).
+        overrides: ``key=value`` strings or a dict applied after the preset.
+
+    Raises:
+        ConfigError: unknown key (the message lists the valid keys), bad value or file.
+    """
+    config = config_class()
+    if path:
+        values = read_toml(path)
+        nested = [key for key, value in values.items() if isinstance(value, dict) and
+                  not typing.get_origin(_field_types(config_class).get(key)) is dict]
+        if nested:
+            raise ConfigError(f"{path}: configs are flat; unexpected table(s) {', '.join(nested)}")
+        try:
+            config = apply_overrides(config, values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    if not isinstance(overrides, dict):
+        overrides = parse_set_options(overrides)
+    config = apply_overrides(config, overrides)
+    return config
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
+    """Adds ``--config --set`` and the common flags to a stage's argument parser."""
+    parser.add_argument("--config", required=config_required, help="TOML preset (path or name under configs/)")
+    parser.add_argument("--data", help="training data: class folder, CSV, flat folder or tfds:NAME")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--size", type=int, help="image size (overrides image_size)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"])
+    parser.add_argument("--strategy", help="auto, default, mirrored, multiworker or cpu:N")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field (repeatable)")
+
+
+_FLAG_TO_FIELD = {
+    "data": "data", "out": "out", "size": "image_size", "epochs": "epochs",
+    "batch_size": "batch_size", "seed": "seed", "precision": "precision", "strategy": "strategy",
+}
+
+
+def config_from_args(config_class: type[C], args: argparse.Namespace, base: C | None = None) -> C:
+    """Resolves a config from parsed arguments: preset, then ``--set``, then common flags."""
+    if base is None:
+        config = load_config(config_class, getattr(args, "config", None), getattr(args, "set", []) or [])
+    else:
+        config = apply_overrides(base, parse_set_options(getattr(args, "set", []) or []))
+    flags = {}
+    for flag, field in _FLAG_TO_FIELD.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            flags[field] = value
+    return apply_overrides(config, flags)
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Writes a flat dict as TOML (strings, numbers, booleans, lists and flat tables)."""
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(item) for item in value) + "]"
+        if value is None:
+            return '""'
+        return json.dumps(str(value))
+
+    lines, tables = [], []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {scalar(value)}")
+    for key, table in tables:
+        lines.append(f"\n[{key}]")
+        lines.extend(f"{json.dumps(str(name))} = {scalar(item)}" for name, item in table.items())
+    return "\n".join(lines) + "\n"
+
+
+def config_from_dict(config_class: type[C], values: dict[str, Any]) -> C:
+    """Rebuilds a config saved in a run directory (ignores the ``kind`` key)."""
+    values = {key: value for key, value in values.items() if key != "kind"}
+    return apply_overrides(config_class(), values)

@@ -1,0 +1,498 @@
+"""Self-describing run directories, seeding, resumable checkpoints and callbacks.
+
+A run directory looks like::
+
+    RUN/
+      config.toml, config.json   resolved config (``kind`` says which stage wrote it)
+      classes.json               class names in id order
+      environment.json           versions, devices, git commit, command line
+      logs/                      history.csv, TensorBoard events, run.log
+      checkpoints/epoch-0003/    resumable state: weights of every model and optimizer
+      models/                    saved ``.keras`` models kept for generation/fine-tuning
+      samples/                   sample grids (PNG)
+      metrics/                   JSON numbers and their plots
+
+Example:
+    >>> run = RunDir.create("runs/gan1", config)          # doctest: +SKIP
+    >>> state = TrainingState(run.checkpoints, generator=g, g_optimizer=opt)  # doctest: +SKIP
+    >>> start_epoch = state.restore_latest()              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import keras
+import numpy as np
+
+from cellgen.config import CommonConfig, ConfigError, to_toml
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be created, read or resumed; the message says why."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+def set_seed(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow (through keras.utils.set_random_seed)."""
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5)
+        return result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, devices and machine facts for reproducibility."""
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "command": sys.argv,
+        "git_commit": _git_commit(),
+    }
+    for module_name in ("tensorflow", "keras", "numpy", "cv2", "scipy"):
+        try:
+            module = __import__(module_name)
+            info[module_name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            info[module_name] = None
+    try:
+        import tensorflow as tf
+
+        info["devices"] = [device.name for device in tf.config.list_logical_devices()]
+    except Exception as error:  # device listing must never break a run
+        info["devices"] = f"unavailable: {error}"
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Writes JSON atomically (a half-written metrics file is worse than none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, default=_json_default)
+        handle.write("\n")
+    os.replace(temporary, path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class RunDir:
+    """A training run's directory. Create with :meth:`create`, reopen with :meth:`open`."""
+
+    SUBDIRS = ("logs", "checkpoints", "models", "samples", "metrics")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # Layout -------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def models(self) -> Path:
+        return self.path / "models"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # Creation -----------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: CommonConfig, classes: Iterable[str] | None = None,
+               resume: bool = False, overwrite: bool = False) -> "RunDir":
+        """Creates (or, with ``resume``, reopens) a run directory and records the config.
+
+        Raises:
+            RunError: ``path`` holds another run and neither ``resume`` nor ``overwrite`` is set,
+                or ``resume`` is set and the saved config's kind differs.
+        """
+        if not str(path):
+            raise RunError("no output directory given (--out)")
+        run = cls(path)
+        config_file = run.path / "config.json"
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"{run.path}: exists and is not a directory")
+        if config_file.exists():
+            if resume:
+                saved = read_json(config_file)
+                if saved.get("kind") != config.kind:
+                    raise RunError(f"{run.path}: cannot resume a {saved.get('kind')!r} run as {config.kind!r}")
+            elif overwrite:
+                shutil.rmtree(run.path)
+            else:
+                raise RunError(f"{run.path}: a run already exists here; pass --resume to continue it "
+                               "or choose another --out")
+        elif resume and run.path.exists() and any(run.path.iterdir()):
+            raise RunError(f"{run.path}: --resume given but this is not a cellgen run (no config.json)")
+        for name in cls.SUBDIRS:
+            (run.path / name).mkdir(parents=True, exist_ok=True)
+        run.save_config(config)
+        if classes is not None:
+            run.save_classes(classes)
+        env_name = "environment.json" if not resume else f"environment-resume-{_timestamp()}.json"
+        write_json(run.path / env_name, environment_info())
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        """Opens an existing run (for generation, fine-tuning or evaluation)."""
+        run = cls(path)
+        if not (run.path / "config.json").is_file():
+            raise RunError(f"{run.path}: not a cellgen run directory (no config.json)")
+        return run
+
+    # Records ------------------------------------------------------------
+    def save_config(self, config: CommonConfig) -> None:
+        values = config.to_dict()
+        write_json(self.path / "config.json", values)
+        (self.path / "config.toml").write_text(
+            f"# resolved config written by cellgen on {_timestamp()}\n" + to_toml(values), encoding="utf-8")
+
+    def config_dict(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+    @property
+    def kind(self) -> str:
+        return self.config_dict().get("kind", "unknown")
+
+    def load_config(self, config_class):
+        """The run's saved config as ``config_class`` (checks the kind)."""
+        from cellgen.config import config_from_dict
+
+        values = self.config_dict()
+        if values.get("kind") != config_class.kind:
+            raise RunError(f"{self.path}: is a {values.get('kind')!r} run, expected {config_class.kind!r}")
+        try:
+            return config_from_dict(config_class, values)
+        except ConfigError as error:
+            raise RunError(f"{self.path}/config.json: {error}") from None
+
+    def save_classes(self, classes: Iterable[str]) -> None:
+        write_json(self.path / "classes.json", list(classes))
+
+    @property
+    def classes(self) -> list[str]:
+        path = self.path / "classes.json"
+        if not path.is_file():
+            raise RunError(f"{self.path}: no classes.json")
+        return list(read_json(path))
+
+    def write_metrics(self, name: str, values: dict[str, Any]) -> Path:
+        return write_json(self.metrics / f"{name}.json", values)
+
+    def log(self, message: str) -> None:
+        """Appends a timestamped line to logs/run.log."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / "run.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{_timestamp()} {message}\n")
+
+    def mark_complete(self, **details: Any) -> None:
+        write_json(self.path / "COMPLETE.json", {"finished": _timestamp(), **details})
+
+    @property
+    def is_complete(self) -> bool:
+        return (self.path / "COMPLETE.json").is_file()
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+# Checkpoints ---------------------------------------------------------------
+
+
+class TrainingState:
+    """Resumable training state: weights of models and optimizers plus a JSON dict.
+
+    Each save writes ``DIRECTORY/epoch-NNNN/`` atomically (written to a temporary
+    folder, then renamed), so an interrupted save never corrupts the previous one.
+    Optimizers must be built before saving/restoring (call ``optimizer.build(vars)``
+    or take one training step); :meth:`restore` builds them when needed.
+
+    Args:
+        directory: where checkpoints go (``run.checkpoints``).
+        keep: how many most recent checkpoints to keep (``None`` keeps all).
+        **objects: named Keras models and optimizers.
+
+    Example:
+        >>> state = TrainingState(run.checkpoints, generator=g, g_optimizer=g_opt)  # doctest: +SKIP
+        >>> state.save(epoch=3, extra={"step": 300})                                 # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int | None = 2, **objects: Any):
+        self.directory = Path(directory)
+        self.keep = keep
+        self.objects = objects
+
+    def checkpoint_paths(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path for path in self.directory.glob("epoch-*") if path.is_dir()
+                      and (path / "state.json").is_file())
+
+    def latest(self) -> Path | None:
+        paths = self.checkpoint_paths()
+        return paths[-1] if paths else None
+
+    def save(self, epoch: int, extra: dict[str, Any] | None = None) -> Path:
+        """Saves every object; ``epoch`` is the number of completed epochs."""
+        import keras
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"epoch-{epoch:04d}"
+        temporary = self.directory / f".tmp-epoch-{epoch:04d}"
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir()
+        for name, obj in self.objects.items():
+            if isinstance(obj, keras.optimizers.Optimizer):
+                store: dict[str, np.ndarray] = {}
+                obj.save_own_variables(store)
+                np.savez(temporary / f"{name}.optimizer.npz", **{str(k): v for k, v in store.items()})
+            else:
+                obj.save_weights(str(temporary / f"{name}.weights.h5"))
+        write_json(temporary / "state.json", {"epoch": epoch, **(extra or {})})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        if self.keep is None:
+            return
+        for old in self.checkpoint_paths()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Loads every object from ``path``; returns the saved state dict (with ``epoch``)."""
+        import keras
+
+        path = Path(path)
+        if not (path / "state.json").is_file():
+            raise RunError(f"{path}: not a checkpoint (no state.json)")
+        for name, obj in self.objects.items():
+            if isinstance(obj, keras.optimizers.Optimizer):
+                file = path / f"{name}.optimizer.npz"
+                if not file.is_file():
+                    raise RunError(f"{path}: checkpoint has no optimizer {name!r}")
+                with np.load(file) as archive:
+                    store = {key: archive[key] for key in archive.files}
+                try:
+                    obj.load_own_variables(store)
+                except ValueError as error:
+                    raise RunError(f"{file}: optimizer state does not match ({error}); build the "
+                                   "optimizer (optimizer.build(model.trainable_variables)) before restoring") from None
+            else:
+                file = path / f"{name}.weights.h5"
+                if not file.is_file():
+                    raise RunError(f"{path}: checkpoint has no weights for {name!r}")
+                obj.load_weights(str(file))
+        return read_json(path / "state.json")
+
+    def restore_latest(self) -> dict[str, Any] | None:
+        """Restores the newest checkpoint, or returns None when there is none."""
+        latest = self.latest()
+        return None if latest is None else self.restore(latest)
+
+
+# Callbacks -----------------------------------------------------------------
+
+
+def make_callbacks(run: RunDir, state: TrainingState | None = None, checkpoint_every: int = 1,
+                   tensorboard: bool = True, initial_epoch: int = 0,
+                   extra_state=None) -> list:
+    """The standard callbacks of a run: NaN guard, CSV log, TensorBoard, checkpoints.
+
+    Args:
+        run: the run directory.
+        state: when given, a resumable checkpoint is written every ``checkpoint_every`` epochs
+            and after the last epoch.
+        extra_state: callable ``epoch -> dict`` stored with each checkpoint.
+    """
+    import keras
+
+    callbacks = [StopOnNonFiniteLoss(run)]
+    callbacks.append(keras.callbacks.CSVLogger(str(run.logs / "history.csv"), append=initial_epoch > 0))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs / "tensorboard"),
+                                                     write_graph=False, profile_batch=0))
+    if state is not None:
+        callbacks.append(CheckpointEveryEpoch(state, every=checkpoint_every, extra_state=extra_state))
+    return callbacks
+
+
+def _is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN/inf in any logged loss and records why.
+
+    Placed first in the callback list so that the checkpoint callback of the same
+    epoch sees ``model.stop_training`` and does not save the broken weights.
+    Training scripts call :func:`raise_if_stopped_on_nan` after ``fit``.
+    """
+
+    def __init__(self, run: RunDir | None = None):
+        super().__init__()
+        self.run = run
+        self.failure: str | None = None
+        self.epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.model._cellgen_nan_failure = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _check(self, logs, where: str) -> None:
+        for key, value in (logs or {}).items():
+            if "loss" in key and not _is_finite(value):
+                self.failure = f"{key} became {float(value)} at {where}"
+                self.model.stop_training = True
+                self.model._cellgen_nan_failure = self.failure
+                if self.run is not None:
+                    self.run.log(f"stopped: {self.failure}")
+                return
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.failure is None:
+            self._check(logs, f"epoch {self.epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failure is None:
+            self._check(logs, f"end of epoch {epoch + 1}")
+
+
+class CheckpointEveryEpoch(keras.callbacks.Callback):
+    """Saves a :class:`TrainingState` every ``every`` epochs (and at the end of training)."""
+
+    def __init__(self, state: TrainingState, every: int = 1, extra_state=None):
+        super().__init__()
+        self.state = state
+        self.every = max(1, int(every))
+        self.extra_state = extra_state
+        self.last_saved: int | None = None
+        self.last_completed: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _nan_guard_failed(self.model):
+            return
+        completed = epoch + 1
+        self.last_completed = completed
+        if completed % self.every == 0:
+            self._save(completed)
+
+    def on_train_end(self, logs=None):
+        if _nan_guard_failed(self.model):
+            return
+        if self.last_completed is not None and self.last_saved != self.last_completed:
+            self._save(self.last_completed)
+
+    def _save(self, completed: int) -> None:
+        extra = self.extra_state(completed) if self.extra_state else None
+        self.state.save(completed, extra)
+        self.last_saved = completed
+
+
+def _nan_guard_failed(model) -> bool:
+    return bool(getattr(model, "_cellgen_nan_failure", None))
+
+
+def raise_if_stopped_on_nan(callbacks: list, state: TrainingState | None = None) -> None:
+    """Raises :class:`NonFiniteLossError` with a clear message if the NaN guard fired."""
+    for callback in callbacks:
+        if isinstance(callback, StopOnNonFiniteLoss) and callback.failure:
+            latest = state.latest() if state is not None else None
+            where = f"; last good checkpoint: {latest}" if latest else "; no checkpoint was saved"
+            raise NonFiniteLossError(f"training stopped: {callback.failure}{where}. Lower the learning "
+                                     "rate, or try --precision fp32")
+
+
+def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Reads a Keras CSVLogger file into column lists."""
+    columns: dict[str, list[float]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                try:
+                    columns.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    columns.setdefault(key, []).append(float("nan"))
+    return columns

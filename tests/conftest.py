@@ -1,0 +1,51 @@
+"""Shared test fixtures.
+
+The CPU is split into two logical devices before TensorFlow initialises, so
+that ``cpu:2`` strategy tests run in any test order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import cellgen  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
+from cellgen.distribute import split_cpu
+
+split_cpu(2)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; skips the test when it is absent."""
+    if not (SHARED_DATA / "pbc128").is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_pbc(shared_data) -> Path:
+    """The 128-image PBC subset (16 per class, 128 px)."""
+    return shared_data / "pbc128-tiny"
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    """The sample shipped inside the package (works on a fresh clone)."""
+    from cellgen.sample_data import sample_path
+
+    return sample_path("train")
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts with float32 policy and a fresh Keras name scope."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,98 @@
+import dataclasses
+import json
+from typing import ClassVar
+
+import keras
+import numpy as np
+import pytest
+
+from cellgen.config import CommonConfig
+from cellgen.runs import (NonFiniteLossError, RunDir, RunError, TrainingState, make_callbacks,
+                          raise_if_stopped_on_nan, read_history)
+
+
+@dataclasses.dataclass
+class ToyConfig(CommonConfig):
+    kind: ClassVar[str] = "toy"
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model
+
+
+def test_run_directory_is_self_describing(tmp_path):
+    run = RunDir.create(tmp_path / "run", ToyConfig(epochs=3), classes=["a", "b"])
+    for name in ("config.toml", "config.json", "classes.json", "environment.json"):
+        assert (run.path / name).is_file(), name
+    assert json.loads((run.path / "config.json").read_text())["kind"] == "toy"
+    environment = json.loads((run.path / "environment.json").read_text())
+    assert environment["tensorflow"] and environment["keras"]
+    assert run.classes == ["a", "b"]
+    assert run.load_config(ToyConfig).epochs == 3
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    RunDir.create(tmp_path / "run", ToyConfig())
+    with pytest.raises(RunError, match="--resume"):
+        RunDir.create(tmp_path / "run", ToyConfig())
+    RunDir.create(tmp_path / "run", ToyConfig(), resume=True)
+    with pytest.raises(RunError, match="not a cellgen run"):
+        RunDir.open(tmp_path)
+
+
+def test_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path):
+    data_x, data_y = np.random.default_rng(0).normal(size=(32, 3)), np.ones((32, 1))
+    model = _model()
+    model.fit(data_x, data_y, epochs=2, batch_size=8, verbose=0)
+    state = TrainingState(tmp_path / "ckpt", model=model, optimizer=model.optimizer)
+    state.save(2, {"note": "x"})
+    fresh = _model()
+    fresh.optimizer.build(fresh.trainable_variables)
+    restored = TrainingState(tmp_path / "ckpt", model=fresh, optimizer=fresh.optimizer).restore_latest()
+    assert restored == {"epoch": 2, "note": "x"}
+    assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 8
+    for a, b in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.optimizer.variables, fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_keeps_only_recent(tmp_path):
+    model = _model()
+    state = TrainingState(tmp_path, keep=2, model=model)
+    for epoch in (1, 2, 3):
+        state.save(epoch)
+    assert [path.name for path in state.checkpoint_paths()] == ["epoch-0002", "epoch-0003"]
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    run = RunDir.create(tmp_path / "run", ToyConfig())
+    model = _model()
+    state = TrainingState(run.checkpoints, keep=None, model=model, optimizer=model.optimizer)
+
+    class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.layers[-1].kernel.assign(np.full((4, 1), np.nan, dtype=np.float32))
+
+    callbacks = make_callbacks(run, state, tensorboard=False) + [PoisonAfterFirstEpoch()]
+    # The poison runs after the checkpoint of epoch 1, so epoch 2 is the first bad one.
+    x, y = np.ones((16, 3)), np.ones((16, 1))
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=callbacks)
+    assert [path.name for path in state.checkpoint_paths()] == ["epoch-0001"]
+    with pytest.raises(NonFiniteLossError, match="epoch-0001"):
+        raise_if_stopped_on_nan(callbacks, state)
+    history = read_history(run.logs / "history.csv")
+    assert len(history["loss"]) <= 2
+
+
+def test_history_csv_is_written(tmp_path):
+    run = RunDir.create(tmp_path / "run", ToyConfig())
+    model = _model()
+    model.fit(np.ones((8, 3)), np.ones((8, 1)), epochs=3, verbose=0,
+              callbacks=make_callbacks(run, tensorboard=True))
+    history = read_history(run.logs / "history.csv")
+    assert history["epoch"] == [0, 1, 2] and len(history["loss"]) == 3
+    assert any((run.logs / "tensorboard").rglob("events.out.tfevents*"))

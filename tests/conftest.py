@@ -42,10 +42,9 @@ def sample_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
-    """Each test starts with float32 policy and a fresh Keras name scope."""
+    """Each test starts with the float32 policy (a bf16 test must not leak into the next)."""
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
     yield
     keras.mixed_precision.set_global_policy("float32")

@@ -34,7 +34,7 @@ from cellgen.runs import RunDir, RunError
 # run kind -> "module:function"; the function is ``load(run: RunDir, **options) -> Sampler``.
 SAMPLER_LOADERS: dict[str, str] = {
     "vanilla_gan": "cellgen.gan.sampling:load_sampler",
-    "acgan": "cellgen.gan.sampling:load_acgan_sampler",
+    "acgan": "cellgen.gan.acgan:load_acgan_sampler",
     "ddim": "cellgen.diffusion.sampling:load_sampler",
     "cvae": "cellgen.vae.sampling:load_sampler",
 }

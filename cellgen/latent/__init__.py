@@ -1,1 +1,26 @@
+"""Image-to-latent encoder and latent-space experiments (Klang & Carlberg 2020, sections 4.6, 5.3).
 
+Modules:
+
+- :mod:`cellgen.latent.networks`: :func:`build_encoder`, shaped like the Vanilla-GAN discriminator
+  with a linear ``latent_dim`` output;
+- :mod:`cellgen.latent.encoder`: :class:`LatentEncoderConfig` (run kind ``latent_encoder``),
+  :class:`LatentEncoderTrainer` (L1 loss through the frozen generator), :func:`train`,
+  :func:`load_encoder_run`, :func:`reconstruct`;
+- :mod:`cellgen.latent.explore`: :func:`interpolate_latents` (eq. 40), :func:`perturb_latents` (eq. 42).
+
+Example::
+
+    from cellgen.latent import load_encoder_run, reconstruct, perturb_latents
+    encoder, generator, config = load_encoder_run("runs/encoder")
+    latents, reconstructions = reconstruct(encoder, generator, images)
+"""
+
+from cellgen.latent.encoder import (LatentEncoderConfig, LatentEncoderTrainer, l1_reconstruction_loss,
+                                    load_encoder_run, reconstruct, train)
+from cellgen.latent.explore import DEFAULT_VARIANCE, interpolate_latents, load_image_files, perturb_latents
+from cellgen.latent.networks import build_encoder
+
+__all__ = ["LatentEncoderConfig", "LatentEncoderTrainer", "l1_reconstruction_loss", "load_encoder_run",
+           "reconstruct", "train", "DEFAULT_VARIANCE", "interpolate_latents", "load_image_files",
+           "perturb_latents", "build_encoder"]

@@ -1,0 +1,193 @@
+"""``train_cvae.py``: train the convolutional (conditional) VAE of Matos (2025), run kind ``cvae``.
+
+Examples:
+    python train_cvae.py --config matos2025_cvae28 --data ../shared/data/pbc128/train --out runs/cvae28
+    python train_cvae.py --config matos2025_cvae28 --data DIR --out runs/cvae28 --set kl_weight=1 --set latent_dim=32
+    python train_cvae.py --out runs/cvae28 --resume --epochs 150      # continue (or extend) a run
+
+The run directory gets the resolved config, classes.json, resumable checkpoints
+(encoder, decoder, optimizer), sample grids (one row per class), a reconstruction
+grid, logs/history.csv + TensorBoard, a loss-curve PNG and metrics/train.json;
+``models/decoder.keras`` is what ``generate.py`` samples from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Sequence
+
+from cellgen.cli.common import guarded
+
+# Fields that fix the shapes of the networks' weights: a resumed run must keep them.
+ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "encoder_filters", "kernel_size", "conditional")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cellgen.config import add_common_arguments
+
+    parser = argparse.ArgumentParser(prog="train_cvae.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
+                             "--epochs and --set still apply)")
+    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace):
+    """The run's config: the preset and overrides, or on ``--resume`` the saved config plus overrides."""
+    from pathlib import Path
+
+    from cellgen.config import ConfigError, config_from_args
+    from cellgen.runs import RunDir
+    from cellgen.vae.config import CVAEConfig
+
+    saved = None
+    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        saved = RunDir.open(args.out).load_config(CVAEConfig)
+        config = config_from_args(CVAEConfig, args, base=saved)
+        changed = [name for name in ARCHITECTURE_FIELDS if getattr(config, name) != getattr(saved, name)]
+        if changed:
+            raise ConfigError(f"--resume cannot change {', '.join(changed)} (the checkpoint's weights have "
+                              f"other shapes); start a new run instead")
+    else:
+        config = config_from_args(CVAEConfig, args)
+    if not config.data:
+        raise ConfigError("no training data: pass --data DIR (or set data in the config)")
+    if not config.out:
+        raise ConfigError("no run directory: pass --out DIR")
+    return config
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = resolve_config(args)
+
+    from cellgen.cli.common import crop_option, prepare_runtime
+
+    strategy, precision = prepare_runtime(config)
+
+    import keras
+    import numpy as np
+
+    from cellgen.data_reader import DataReader
+    from cellgen.plots import plot_history, save_image_grid
+    from cellgen.precision import wrap_optimizer
+    from cellgen.runs import (RunDir, TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history,
+                              read_json)
+    from cellgen.vae.cvae import CVAE, SampleGridCallback, SaveDecoderCallback
+    from cellgen.vae.sampling import DECODER_FILE, ENCODER_FILE, decoder_file
+
+    saved_classes = None
+    classes_file = RunDir(config.out) / "classes.json"
+    if args.resume and classes_file.is_file():
+        saved_classes = list(read_json(classes_file))
+    reader = DataReader(config.data, image_size=config.image_size, crop=crop_option(config.crop),
+                        batch_size=config.batch_size, shuffle=True, seed=config.seed, classes=saved_classes,
+                        on_error=config.on_error, workers=config.workers)
+    val_reader = None
+    if config.val_data:
+        val_reader = DataReader(config.val_data, image_size=config.image_size, crop=crop_option(config.crop),
+                                batch_size=config.batch_size, shuffle=False, seed=config.seed,
+                                classes=reader.classes, on_error=config.on_error, workers=config.workers,
+                                allow_missing_classes=True)
+    run = RunDir.create(config.out, config, reader.classes, resume=args.resume)
+    run.log(f"cvae: {reader.num_images} training images, {len(reader.classes)} classes, precision {precision}, "
+            f"{strategy.num_replicas_in_sync} replica(s)")
+    if reader.skipped:
+        reader.write_skip_report(run.logs)
+
+    num_classes = len(reader.classes) if config.conditional else 0
+    with strategy.scope():
+        model = CVAE.from_sizes(config.image_size, config.latent_dim, config.encoder_filters, num_classes,
+                                config.kernel_size, kl_weight=config.kl_weight, seed=config.seed)
+        optimizer = wrap_optimizer(keras.optimizers.Adam(config.learning_rate, beta_1=config.adam_beta_1))
+        # XLA ("auto" picks it on TensorFlow) made this small model 2-4x slower per step on
+        # this CPU (bench/bench_cvae.py) and adds seconds of compilation to every run.
+        model.compile(optimizer=optimizer, jit_compile=False)
+        # Built before restoring so that the checkpoint's slots have somewhere to go.
+        optimizer.build(model.trainable_variables)
+
+    state = TrainingState(run.checkpoints, encoder=model.encoder, decoder=model.decoder, optimizer=optimizer)
+    initial_epoch, previous_seconds = 0, 0.0
+    if args.resume:
+        restored = state.restore_latest()
+        if restored is not None:
+            initial_epoch = int(restored["epoch"])
+            previous_seconds = float(restored.get("train_seconds", 0.0))
+            if "noise_seed_state" in restored:
+                # The reparameterisation noise continues where it stopped, so a resumed run
+                # matches an uninterrupted one.
+                seed_state = model.noise_seed.state
+                seed_state.assign(np.asarray(restored["noise_seed_state"], dtype=seed_state.dtype))
+            # Keras 3 stores the learning rate among the optimizer's variables: the checkpoint
+            # restored the old one, but a --set learning_rate given on resume must win.
+            optimizer.learning_rate = config.learning_rate
+            print(f"resuming {run.path} after epoch {initial_epoch}")
+            run.log(f"resumed from {state.latest()}")
+    if initial_epoch >= config.epochs:
+        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
+              "pass --epochs N to train longer")
+
+    fit_started = time.perf_counter()
+
+    def elapsed_seconds() -> float:
+        return previous_seconds + time.perf_counter() - fit_started
+
+    grid = SampleGridCallback(run.samples, model, reader.classes if config.conditional else None,
+                              columns=config.samples_per_class, every=config.sample_every, seed=config.seed,
+                              scale=max(1, 64 // config.image_size))
+    callbacks = make_callbacks(run, state, checkpoint_every=config.checkpoint_every, initial_epoch=initial_epoch,
+                               extra_state=lambda epoch: {
+                                   "train_seconds": elapsed_seconds(),
+                                   "noise_seed_state": keras.ops.convert_to_numpy(model.noise_seed.state).tolist()})
+    callbacks.append(grid)
+    if config.save_every:
+        callbacks.append(SaveDecoderCallback(model, config.save_every,
+                                             lambda epoch: run.models / decoder_file(epoch)))
+
+    fit_options = {}
+    if val_reader is not None:
+        fit_options = {"validation_data": val_reader.as_tf_dataset(), "validation_steps": len(val_reader)}
+    if initial_epoch < config.epochs:
+        model.fit(reader.as_tf_dataset(start_epoch=initial_epoch), steps_per_epoch=len(reader),
+                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+                  verbose=2 if args.quiet else 1, **fit_options)
+    raise_if_stopped_on_nan(callbacks, state)
+    train_seconds = elapsed_seconds()
+    epochs_done = max(initial_epoch, config.epochs)
+
+    model.decoder.save(run.models / DECODER_FILE)
+    model.encoder.save(run.models / ENCODER_FILE)
+    grid.write("final")
+    images, labels = next(iter((val_reader or reader).epoch(0)))
+    count = min(len(images), config.samples_per_class)
+    reconstruction = model.reconstruct(images[:count], labels[:count])
+    save_image_grid(np.concatenate([images[:count], reconstruction]), run.samples / "reconstructions.png",
+                    columns=count, row_labels=["real", "reconstructed"], scale=max(1, 64 // config.image_size))
+    history_path = run.logs / "history.csv"
+    history = read_history(history_path) if history_path.is_file() else {}
+    # CSVLogger adds empty val_* columns when there is no validation data: drop them.
+    history = {key: values for key, values in history.items() if values and not np.all(np.isnan(values))}
+    if any(key != "epoch" for key in history):
+        plot_history(history, run.metrics / "loss_curves.png", title="CVAE losses per image")
+    final = {key: values[-1] for key, values in history.items() if key != "epoch"}
+    trained_images = (epochs_done - initial_epoch) * reader.num_images
+    run.write_metrics("train", {
+        "epochs": epochs_done,
+        "train_seconds": train_seconds,
+        "images_per_second_this_session": trained_images / max(1e-9, train_seconds - previous_seconds)
+        if trained_images else None,
+        "training_images": reader.num_images,
+        "classes": reader.classes,
+        "parameters": {"encoder": model.encoder.count_params(), "decoder": model.decoder.count_params()},
+        "precision": precision,
+        "replicas": strategy.num_replicas_in_sync,
+        "final": final,
+    })
+    run.mark_complete(epochs=epochs_done, train_seconds=train_seconds)
+    print(f"trained {epochs_done} epochs ({train_seconds:.1f} s); run directory: {run.path}")
+    return 0

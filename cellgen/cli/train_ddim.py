@@ -1,0 +1,53 @@
+"""``train_ddim.py``: train the DDIM of Nilsson & Zettergren (2023), or fine-tune one on a single class;
+run kind ``ddim`` (also the discrete-time DDPM of Matos 2025).
+
+Examples:
+    python train_ddim.py --config nz2023_ddim_base --data ../shared/data/pbc128/train --out runs/ddim-base
+    python train_ddim.py --config nz2023_ddim_finetune --finetune-from runs/ddim-base --class basophil \\
+        --epochs 64 --out runs/ddim-basophil      # N&Z Table 8: fine-tune on one class
+    python train_ddim.py --config ddim_fast --data DIR --out runs/ddim-fast --precision bf16
+    python train_ddim.py --config matos2025_ddpm28 --data DIR --out runs/ddpm28
+    python train_ddim.py --out runs/ddim-base --resume   # continue an interrupted run
+    python generate.py --run runs/ddim-basophil --n 200 --steps 20 --eta 0 --contrast 20 --out synth/basophil
+
+The run directory gets the resolved config, classes.json, resumable checkpoints
+(online and EMA networks, image statistics, optimizer), the model of every
+save_every-th epoch and of the last one in models/, sample grids from fixed
+noise in samples/, logs/history.csv + TensorBoard, metrics/loss_curves.png and
+metrics/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from cellgen.cli.common import guarded
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cellgen.config import add_common_arguments
+
+    parser = argparse.ArgumentParser(prog="train_ddim.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]",
+                        help="start from a ddim run's saved model (online and EMA weights, image statistics; "
+                             "default: its latest saved epoch)")
+    parser.add_argument("--class", dest="class_name", metavar="NAME",
+                        help="train on this class only (e.g. the rare class to fine-tune on)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
+                             "--epochs and --set still apply)")
+    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    return parser
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    from cellgen.diffusion.train_lib import resolve_config, train
+
+    args = build_parser().parse_args(argv)
+    config = resolve_config(args)
+    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    return 0

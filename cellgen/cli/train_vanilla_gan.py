@@ -1,0 +1,54 @@
+"""``train_vanilla_gan.py``: train the Vanilla-GAN (K&C 2020, N&Z 2023) or fine-tune it on one class (FreezeD).
+
+Run kind ``vanilla_gan``. Presets: kc2020_vanilla_gan, nz2023_gan_base,
+nz2023_gan_finetune, matos2025_dcgan28, gan_fast (configs/).
+
+Examples:
+    python train_vanilla_gan.py --config kc2020_vanilla_gan --data ../shared/data/pbc128/train --out runs/gan
+    python train_vanilla_gan.py --config nz2023_gan_base --data DIR --out runs/gan-base --size 128
+    python train_vanilla_gan.py --config nz2023_gan_finetune --finetune-from runs/gan-base/50 \\
+        --class basophil --out runs/gan-basophil          # FreezeD on one class, base epoch 50
+    python train_vanilla_gan.py --config gan_fast --data DIR --out runs/gan-fast --set d_steps=2
+    python train_vanilla_gan.py --out runs/gan --resume   # continue an interrupted run
+    python generate.py --run runs/gan --epoch 50 --n 500 --out synthetic/gan
+
+The run directory gets the resolved config, classes.json, resumable checkpoints
+(both networks and both optimizers), the networks of every save_every-th epoch
+in models/, sample grids from a fixed latent batch in samples/, logs/history.csv
++ TensorBoard, metrics/loss_curves.png and metrics/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from cellgen.cli.common import guarded
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cellgen.config import add_common_arguments
+
+    parser = argparse.ArgumentParser(prog="train_vanilla_gan.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]",
+                        help="start from a vanilla_gan run's saved networks (default: its latest saved epoch) "
+                             "and apply the freeze_* settings (FreezeD)")
+    parser.add_argument("--class", dest="class_name", metavar="NAME",
+                        help="train on this class only (e.g. the rare class to fine-tune on)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
+                             "--epochs and --set still apply)")
+    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    return parser
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
+    from cellgen.gan.train_lib import resolve_config, train
+
+    config = resolve_config(args)
+    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    return 0

@@ -1,0 +1,237 @@
+"""Hyperparameters of the diffusion stage (run kind ``ddim``).
+
+The defaults are Nilsson & Zettergren (2023) Table 7, the DDIM base model: a
+continuous-time DDIM in the style of the keras-io example
+(``examples/generative/ddim.py``) with a sigmoid noise schedule (Chen 2023), an
+R2U-Net (Alom et al. 2018) with attention gates (Oktay et al. 2018), AdamW,
+MAE noise loss and an EMA copy of the network for sampling. The presets under
+``configs/`` (``nz2023_ddim_base``, ``nz2023_ddim_finetune``, ``kerasio_ddim64``,
+``matos2025_ddpm28``, ``matos2025_ddpm28_deep``, ``ddim_fast``) change these.
+
+Example:
+    >>> config = DiffusionConfig(image_size=32, depth=3, base_width=8)
+    >>> config.widths_resolved()
+    [8, 16, 32]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from cellgen.config import CommonConfig, ConfigError
+
+BLOCK_KINDS = ("r2", "residual", "plain")
+NORMALIZATIONS = ("batch", "group", "none")
+POOLINGS = ("max", "average")
+LOSSES = ("mae", "mse")
+TIME_MODES = ("continuous", "discrete")
+
+# Fields that define the network and the data normalisation: a fine-tuned run must
+# keep them from its base run, or the base weights would not fit.
+ARCHITECTURE_FIELDS = (
+    "image_size", "depth", "base_width", "widths", "block_kind", "block_depth", "recurrence",
+    "attention_gates", "pooling", "normalization", "group_norm_groups", "embedding_dims", "embedding_max_frequency", "normalize_images", "time_mode",
+)
+
+
+@dataclasses.dataclass
+class DiffusionConfig(CommonConfig):
+    """Config of ``train_ddim.py`` (run kind ``ddim``). Defaults: N&Z 2023 Table 7.
+
+    Attributes:
+        crop: center crop before resizing (N&Z: 192 px crops of the CellaVision images).
+        depth: U-Net levels ("network depth", N&Z: 5); the image is pooled ``depth - 1`` times.
+        base_width: features of the first level, doubled per level (N&Z: 16).
+        widths: explicit features per level (overrides ``depth``/``base_width``; keras-io: 32,64,96,128).
+        block_kind: ``r2`` (recurrent residual unit, Alom et al. 2018), ``residual`` (keras-io) or ``plain``.
+        block_depth: blocks per level in the encoder and in the decoder.
+        recurrence: recurrent steps t of an R2 unit (Alom et al.: t = 2).
+        attention_gates: attention gates (Oktay et al. 2018) on the skip connections.
+        pooling: ``max`` (N&Z) or ``average`` (keras-io) down-sampling.
+        normalization: ``batch`` (keras-io, N&Z), ``group`` or ``none``.
+        batch_norm_momentum: moving-statistics momentum of batch norm (see DEVELOPERS.md).
+        group_norm_groups: groups of group normalisation.
+        embedding_dims: sinusoidal embedding of the noise variance (N&Z: 32).
+        embedding_max_frequency: its largest frequency (N&Z: 1000; the smallest is 1).
+        schedule: ``sigmoid``, ``cosine``, ``cosine_chen``, ``linear`` or ``quadratic`` (schedules.py).
+        schedule_start, schedule_end, schedule_tau: Chen (2023) parameters (N&Z: 0, 3, 0.6).
+        min_signal_rate, max_signal_rate: clip of the signal rate (N&Z: 0.01 and 0.95).
+        time_mode: ``continuous`` (DDIM, keras-io) or ``discrete`` (DDPM with ``timesteps`` steps).
+        timesteps: T of the discrete mode (Matos: 500).
+        beta_start, beta_end: linear betas of the discrete mode and of the ``linear``/``quadratic``
+            continuous schedules (Ho et al. 2020: 1e-4 and 0.02).
+        loss: ``mae`` (keras-io, N&Z) or ``mse`` (Ho et al. 2020, Matos) on the predicted noise.
+        optimizer: ``adamw`` (N&Z) or ``adam`` (Matos).
+        learning_rate, weight_decay: AdamW (N&Z: 3e-4, 1e-4).
+        ema: decay of the EMA copy used for sampling and validation (keras-io: 0.999).
+        ema_warmup: use decay ``min(ema, (1 + step) / (10 + step))`` so that short runs do not sample
+            from a copy that is still mostly the random initialisation.
+        normalize_images: standardise each colour channel with the training set's mean and std
+            before adding noise (keras-io's Normalization layer).
+        normalizer_batches: batches used to estimate that mean and std.
+        diffusion_steps: DDIM sampling steps of the sample grids and of ``generate.py`` (N&Z: 20).
+        sample_eta: eta of the sample grids (0 = deterministic DDIM).
+        contrast: N&Z section 6.2 contrast post-processing for ``generate.py`` (0 = off; thesis: 20).
+        val_data: optional validation folder: the EMA network's noise loss (and KID) each epoch.
+        kid_encoder: feature extractor of the validation KID: ``none`` (off), ``inception``
+            (InceptionV3, as keras-io) or a classifier (``.keras`` file or run directory),
+            see :func:`cellgen.evaluate.features.load_extractor`. Needs ``val_data``.
+        kid_weights: InceptionV3 weights: ``imagenet``, a local no-top weights file, or ``none``
+            (random weights: tests and timing only).
+        kid_image_size: input size of InceptionV3 (keras-io: 75).
+        kid_diffusion_steps: DDIM steps of the images KID is computed on (keras-io: 5).
+        kid_images: validation images (and as many generated ones) KID is computed on.
+        sample_every: write a sample grid every this many epochs.
+        save_every: keep ``models/diffusion-epoch-NNNN.keras`` every this many epochs (0: only the last).
+        checkpoint_every: resumable checkpoint every this many epochs (and after the last).
+        grid_size: images in the sample grid (a square number reads best).
+        run_eagerly: run the training step without ``tf.function`` (debugging; slower for real runs).
+        class_name: train on this class only (``--class``; with ``finetune_from``, N&Z's per-class
+            fine-tuning). The run then samples that class.
+        finetune_from: base ``ddim`` run whose online and EMA weights and image statistics this run
+            starts from (``--finetune-from RUN[/EPOCH]``).
+        finetune_epoch: saved epoch of the base run that was loaded (0: its latest).
+    """
+
+    kind: ClassVar[str] = "ddim"
+
+    image_size: int = 192
+    crop: float = 0.0
+    epochs: int = 60
+    batch_size: int = 20
+    # network
+    depth: int = 5
+    base_width: int = 16
+    widths: list[int] = dataclasses.field(default_factory=list)
+    block_kind: str = "r2"
+    block_depth: int = 1
+    recurrence: int = 2
+    attention_gates: bool = True
+    pooling: str = "max"
+    normalization: str = "batch"
+    batch_norm_momentum: float = 0.99
+    group_norm_groups: int = 8
+    embedding_dims: int = 32
+    embedding_max_frequency: float = 1000.0
+    # noise schedule
+    schedule: str = "sigmoid"
+    schedule_start: float = 0.0
+    schedule_end: float = 3.0
+    schedule_tau: float = 0.6
+    min_signal_rate: float = 0.01
+    max_signal_rate: float = 0.95
+    time_mode: str = "continuous"
+    timesteps: int = 500
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    # training
+    loss: str = "mae"
+    optimizer: str = "adamw"
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    ema: float = 0.999
+    ema_warmup: bool = False
+    normalize_images: bool = True
+    normalizer_batches: int = 20
+    # sampling and evaluation
+    diffusion_steps: int = 20
+    sample_eta: float = 0.0
+    contrast: float = 0.0
+    val_data: str = ""
+    kid_encoder: str = "none"
+    kid_weights: str = "imagenet"
+    kid_image_size: int = 75
+    kid_diffusion_steps: int = 5
+    kid_images: int = 64
+    # run directory
+    sample_every: int = 1
+    save_every: int = 0
+    checkpoint_every: int = 1
+    grid_size: int = 16
+    run_eagerly: bool = False
+    # one class / fine-tuning
+    class_name: str = ""
+    finetune_from: str = ""
+    finetune_epoch: int = 0
+
+    def widths_resolved(self) -> list[int]:
+        """Features per U-Net level: ``widths`` if given, else ``base_width * 2**level``."""
+        if self.widths:
+            return list(self.widths)
+        return [self.base_width * 2 ** level for level in range(self.depth)]
+
+    def validate(self) -> None:
+        super().validate()
+        _choice("block_kind", self.block_kind, BLOCK_KINDS)
+        _choice("normalization", self.normalization, NORMALIZATIONS)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("time_mode", self.time_mode, TIME_MODES)
+        _choice("optimizer", self.optimizer, ("adamw", "adam"))
+        from cellgen.diffusion.schedules import SCHEDULES, schedule_from_config
+
+        _choice("schedule", self.schedule, tuple(SCHEDULES))
+        if self.depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {self.depth}")
+        if self.base_width < 1:
+            raise ConfigError(f"base_width must be >= 1, got {self.base_width}")
+        if any(width < 1 for width in self.widths):
+            raise ConfigError(f"widths must be positive, got {self.widths}")
+        if self.block_depth < 1:
+            raise ConfigError(f"block_depth must be >= 1, got {self.block_depth}")
+        if self.recurrence < 1:
+            raise ConfigError(f"recurrence must be >= 1, got {self.recurrence}")
+        if self.normalization == "group":
+            bad = [width for width in self.widths_resolved() if width % self.group_norm_groups]
+            if self.group_norm_groups < 1 or bad:
+                raise ConfigError(f"group_norm_groups={self.group_norm_groups} must divide every level's "
+                                  f"width {self.widths_resolved()}")
+        if not 0.0 <= self.batch_norm_momentum < 1.0:
+            raise ConfigError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        if self.embedding_dims < 2 or self.embedding_dims % 2:
+            raise ConfigError(f"embedding_dims must be an even number >= 2, got {self.embedding_dims}")
+        if not self.embedding_max_frequency > 1.0:
+            raise ConfigError(f"embedding_max_frequency must be > 1, got {self.embedding_max_frequency}")
+        if not 0.0 <= self.min_signal_rate < self.max_signal_rate <= 1.0:
+            raise ConfigError("need 0 <= min_signal_rate < max_signal_rate <= 1, got "
+                              f"{self.min_signal_rate} and {self.max_signal_rate}")
+        schedule_from_config(self)  # checks the schedule's own parameters
+        if self.timesteps < 2:
+            raise ConfigError(f"timesteps must be >= 2, got {self.timesteps}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if self.normalizer_batches < 1:
+            raise ConfigError(f"normalizer_batches must be >= 1, got {self.normalizer_batches}")
+        if self.diffusion_steps < 1:
+            raise ConfigError(f"diffusion_steps must be >= 1, got {self.diffusion_steps}")
+        if not 0.0 <= self.sample_eta <= 1.0:
+            raise ConfigError(f"sample_eta must be in [0, 1], got {self.sample_eta}")
+        if not 0.0 <= self.contrast < 127.0:
+            raise ConfigError(f"contrast must be in [0, 127), got {self.contrast}")
+        if self.kid_images < 2:
+            raise ConfigError(f"kid_images must be >= 2, got {self.kid_images}")
+        if self.kid_image_size < 75 and self.kid_encoder == "inception":
+            raise ConfigError(f"kid_image_size must be >= 75 for InceptionV3, got {self.kid_image_size}")
+        if self.kid_diffusion_steps < 1:
+            raise ConfigError(f"kid_diffusion_steps must be >= 1, got {self.kid_diffusion_steps}")
+        for name in ("sample_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.grid_size < 1:
+            raise ConfigError(f"grid_size must be >= 1, got {self.grid_size}")
+        if self.finetune_epoch < 0:
+            raise ConfigError(f"finetune_epoch must be >= 0, got {self.finetune_epoch}")
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}")

@@ -1,0 +1,206 @@
+"""Loading a diffusion run's saved models, and its sampler for ``generate.py``.
+
+A ``ddim`` run keeps ``models/diffusion-epoch-NNNN.keras`` (online network, EMA
+network and image statistics in one file) for the epochs it saved. Sampling
+always uses the EMA network.
+
+- :func:`load_diffusion_model` returns the model of a saved epoch and the run's config;
+- :func:`load_sampler` is registered in ``cellgen.sampling.SAMPLER_LOADERS`` under
+  ``ddim`` and accepts ``steps``, ``eta``, ``contrast`` and ``epoch``. For a
+  discrete-time (DDPM, Matos 2025) run it samples ancestrally over all T steps
+  unless ``steps`` is given, which selects DDIM over ``steps`` strided steps.
+
+Example:
+    >>> sampler = load_sampler(RunDir.open("runs/ddim-basophil"), steps=20, eta=0.0)  # doctest: +SKIP
+    >>> images = sampler.sample(9, seed=0)     # float32 (9, S, S, 3) in [-1, 1]        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellgen.config import ConfigError
+from cellgen.diffusion.config import DiffusionConfig
+from cellgen.runs import RunDir, RunError
+
+KIND = DiffusionConfig.kind
+_EPOCH_FILE = re.compile(r"^diffusion-epoch-(\d+)\.keras$")
+
+
+def model_file(epoch: int) -> str:
+    """File name of the model saved after ``epoch`` epochs."""
+    return f"diffusion-epoch-{int(epoch):04d}.keras"
+
+
+def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
+    return run if isinstance(run, RunDir) else RunDir.open(run)
+
+
+def saved_epochs(run: RunDir | str | os.PathLike) -> list[int]:
+    """Epochs whose model was saved, ascending."""
+    run = _as_run(run)
+    if not run.models.is_dir():
+        return []
+    return sorted(int(match.group(1)) for match in map(_EPOCH_FILE.match, os.listdir(run.models)) if match)
+
+
+def resolve_epoch(run: RunDir | str | os.PathLike, epoch: int | None = None) -> int:
+    """``epoch`` if saved, else the latest saved epoch when ``epoch`` is None or 0.
+
+    Raises:
+        RunError: nothing saved, or not that epoch (the message lists the saved ones).
+    """
+    run = _as_run(run)
+    epochs = saved_epochs(run)
+    if not epochs:
+        raise RunError(f"{run.path}: no saved diffusion model in {run.models} (has the run finished an epoch?)")
+    if not epoch:
+        return epochs[-1]
+    if int(epoch) not in epochs:
+        raise RunError(f"{run.path}: no model saved for epoch {epoch}; saved epochs: {', '.join(map(str, epochs))}")
+    return int(epoch)
+
+
+def load_diffusion_config(run: RunDir | str | os.PathLike) -> DiffusionConfig:
+    """The run's saved config (raises RunError for a run of another kind)."""
+    return _as_run(run).load_config(DiffusionConfig)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    import cellgen.diffusion.ddim  # noqa: F401  (registers DiffusionModel and the layers)
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (ValueError, OSError, TypeError) as error:
+        raise RunError(f"{path}: cannot load ({str(error).splitlines()[0]})") from None
+
+
+def load_diffusion_model(run: RunDir | str | os.PathLike, epoch: int | None = None, rebuild: bool = False):
+    """The diffusion model saved after ``epoch`` (default: the latest) and the run's config.
+
+    Args:
+        run: a ``ddim`` run directory.
+        epoch: a saved epoch (None or 0: the latest).
+        rebuild: True builds a fresh model from the run's config under the *current* dtype
+            policy (and distribution scope) and copies every saved weight into it (online, EMA,
+            batch-norm statistics, image mean/std); False returns the stored model.
+
+    Raises:
+        RunError: not a ``ddim`` run, nothing saved for ``epoch``, or a file that does not load.
+    """
+    from cellgen.diffusion.ddim import DiffusionModel
+
+    run = _as_run(run)
+    config = load_diffusion_config(run)
+    chosen = resolve_epoch(run, epoch)
+    stored = _load_keras(run.models / model_file(chosen))
+    if not isinstance(stored, DiffusionModel):
+        raise RunError(f"{run.models / model_file(chosen)}: not a cellgen DiffusionModel")
+    if not rebuild:
+        return stored, config
+    fresh = DiffusionModel(stored.config)
+    try:
+        fresh.set_weights(stored.get_weights())
+    except ValueError as error:
+        raise RunError(f"{run.path}: saved model of epoch {chosen} does not match its config ({error})") from None
+    return fresh, config
+
+
+class DiffusionSampler:
+    """Draws images from a diffusion model's EMA network (the :class:`cellgen.sampling.Sampler` interface).
+
+    Args:
+        model: a :class:`~cellgen.diffusion.ddim.DiffusionModel`.
+        steps: DDIM steps (None: the config's ``diffusion_steps``, or all T ancestral steps for
+            a discrete-time run).
+        eta: 0 deterministic DDIM, 1 stochastic.
+        contrast: N&Z section 6.2 contrast c (0 = off).
+        classes: ``[class]`` for a model fine-tuned on one class, ``None`` for a base model.
+        epoch: the saved epoch (for records).
+
+    Example:
+        >>> sampler = DiffusionSampler(model, steps=20)      # doctest: +SKIP
+        >>> sampler.sample(4, seed=1).shape                   # doctest: +SKIP
+        (4, 64, 64, 3)
+    """
+
+    kind = KIND
+
+    def __init__(self, model, steps: int | None = None, eta: float = 0.0, contrast: float = 0.0,
+                 classes: list[str] | None = None, epoch: int | None = None):
+        self.model = model
+        self.image_size = int(model.config.image_size)
+        self.classes = classes
+        self.epoch = epoch
+        self.eta = float(eta)
+        self.contrast = float(contrast)
+        if model.is_discrete and steps is None:
+            self.method, self.steps = "ddpm", int(model.config.timesteps)
+        else:
+            self.method = "ddim"
+            self.steps = int(model.config.diffusion_steps if steps is None else steps)
+
+    def sample(self, count: int, seed: int, class_name: str | None = None, batch_size: int = 64) -> np.ndarray:
+        """``count`` images, float32 (count, S, S, 3) in [-1, 1]; the same for the same seed."""
+        if class_name is not None and class_name not in (self.classes or []):
+            trained = f"was fine-tuned on class {self.classes[0]!r}" if self.classes else "is unconditional"
+            raise RunError(f"class {class_name!r} cannot be chosen: this diffusion model {trained}; fine-tune "
+                           "one model per class (train_ddim.py --finetune-from RUN --class NAME)")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        return self.model.generate(count, steps=self.steps, eta=self.eta, seed=seed, method=self.method,
+                                   contrast=self.contrast, batch_size=max(1, int(batch_size)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "method": self.method, "steps": self.steps, "eta": self.eta,
+                "contrast": self.contrast, "epoch": self.epoch, "classes": self.classes}
+
+
+def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None, contrast: float | None = None,
+                 epoch: int | None = None, **options: Any) -> DiffusionSampler:
+    """The sampler of a ``ddim`` run (registered in ``cellgen.sampling.SAMPLER_LOADERS``).
+
+    Args:
+        run: the run directory.
+        steps: sampling steps (default: the run's ``diffusion_steps``; all T ancestral steps
+            for a discrete-time DDPM run).
+        eta: DDIM eta (default: the run's ``sample_eta``).
+        contrast: N&Z contrast c (default: the run's ``contrast``, 0 = off).
+        epoch: a saved epoch (default: the latest).
+        **options: other generate.py options; any that is not None is rejected.
+
+    Raises:
+        RunError: not a ddim run / nothing saved / an option that does not apply.
+        ConfigError: a bad ``steps``, ``eta`` or ``contrast`` value.
+    """
+    from cellgen.sampling import reject_options
+
+    reject_options(KIND, options)
+    run = _as_run(run)
+    config = load_diffusion_config(run)
+    if steps is not None and int(steps) < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if steps is not None and config.time_mode == "discrete" and int(steps) > config.timesteps:
+        raise ConfigError(f"--steps must be <= {config.timesteps} (the run's timesteps)")
+    eta = config.sample_eta if eta is None else float(eta)
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1], got {eta}")
+    contrast = config.contrast if contrast is None else float(contrast)
+    if not 0.0 <= contrast < 127.0:
+        raise ConfigError(f"--contrast must be in [0, 127), got {contrast}")
+    chosen = resolve_epoch(run, epoch)
+    model, _ = load_diffusion_model(run, chosen)
+    classes = [config.class_name] if config.class_name else None
+    return DiffusionSampler(model, steps=steps, eta=eta, contrast=contrast, classes=classes, epoch=chosen)
+
+
+def model_path(run: RunDir | str | os.PathLike, epoch: int) -> Path:
+    """Path of the model saved after ``epoch`` epochs."""
+    return _as_run(run).models / model_file(epoch)

@@ -1,0 +1,409 @@
+"""Training a diffusion run end to end (used by ``train_ddim.py``, the study pipeline and the tests).
+
+:func:`resolve_config` turns the script's arguments into a config (a preset and
+overrides; the saved config on ``--resume``; the base run's architecture when
+fine-tuning) and :func:`train` runs it, writing the run directory::
+
+    RUN/config.toml|json, classes.json, environment.json
+    RUN/checkpoints/epoch-NNNN/      online + EMA networks, image statistics, optimizer (``--resume``)
+    RUN/models/diffusion-epoch-NNNN.keras   every save_every epochs and the last (generate.py, fine-tuning)
+    RUN/samples/epoch-NNNN.png       grids from fixed noise (epoch-0000: the base model, when fine-tuning)
+    RUN/logs/history.csv, logs/tensorboard/, logs/run.log
+    RUN/metrics/loss_curves.png, metrics/train.json, metrics/normalizer.json
+
+Example:
+    >>> config = load_config(DiffusionConfig, "ddim_fast", {"data": "train", "out": "runs/d"})  # doctest: +SKIP
+    >>> run = train(config)                                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cellgen.config import ConfigError, config_from_args, parse_set_options
+from cellgen.diffusion.config import ARCHITECTURE_FIELDS, DiffusionConfig
+from cellgen.runs import RunDir, RunError
+
+# Command-line flags that set config fields (besides --set).
+_FLAG_FIELDS = {"data": "data", "out": "out", "size": "image_size", "epochs": "epochs", "batch_size": "batch_size",
+                "seed": "seed", "precision": "precision", "strategy": "strategy"}
+# The image statistics come with the base weights, so the fields that decide them are fixed too.
+_FINETUNE_FIXED = ARCHITECTURE_FIELDS + ("crop",)
+
+
+def parse_finetune_source(text: str) -> tuple[Path, int]:
+    """``RUN`` or ``RUN/EPOCH`` -> (run directory, epoch; 0 = latest saved).
+
+    Raises:
+        RunError: neither ``RUN`` nor the parent of ``RUN/EPOCH`` is a run directory.
+    """
+    path = Path(text)
+    if (path / "config.json").is_file():
+        return path, 0
+    if path.name.isdigit() and (path.parent / "config.json").is_file():
+        return path.parent, int(path.name)
+    raise RunError(f"--finetune-from {text}: not a run directory (no config.json); give RUN or RUN/EPOCH")
+
+
+def _explicit_fields(args: argparse.Namespace) -> set[str]:
+    """Config fields set on the command line (``--set`` keys and flags), not by the preset."""
+    fields = set(parse_set_options(getattr(args, "set", []) or []))
+    fields.update(field for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None)
+    return fields
+
+
+def _apply_finetune_base(config: DiffusionConfig, explicit: set[str]) -> DiffusionConfig:
+    """Takes the architecture (and, unless given, the data) from the base run of ``finetune_from``."""
+    from cellgen.diffusion.sampling import load_diffusion_config, resolve_epoch
+
+    base_path, epoch = parse_finetune_source(config.finetune_from)
+    base_run = RunDir.open(base_path)
+    base = load_diffusion_config(base_run)
+    epoch = resolve_epoch(base_run, epoch or config.finetune_epoch)
+    changes = {}
+    for name in _FINETUNE_FIXED:
+        ours, theirs = getattr(config, name), getattr(base, name)
+        if ours != theirs:
+            if name in explicit:
+                raise ConfigError(f"{name}={ours} differs from the base run's {name}={theirs} "
+                                  f"({base_run.path}); fine-tuning keeps the base architecture")
+            changes[name] = theirs
+    if changes:
+        print("fine-tuning keeps the base run's architecture: "
+              + ", ".join(f"{name}={value}" for name, value in changes.items()))
+    if not config.data:
+        changes["data"] = base.data
+    return config.replace(finetune_from=str(base_path), finetune_epoch=epoch, **changes)
+
+
+def resolve_config(args: argparse.Namespace) -> DiffusionConfig:
+    """The run's config from parsed ``train_ddim.py`` arguments.
+
+    - a new run: defaults, then ``--config`` preset, ``--set`` and flags;
+    - ``--finetune-from RUN[/EPOCH]``: the same, but architecture fields come from the base run
+      (setting one to another value on the command line is an error) and ``data`` defaults to its data;
+      without ``--config`` the base run's config is the starting point;
+    - ``--resume``: the saved config plus ``--set``/flags (architecture and fine-tuning fixed).
+
+    Raises:
+        ConfigError, RunError: with a message naming the option.
+    """
+    explicit = _explicit_fields(args)
+    flags = {}
+    if getattr(args, "class_name", None) is not None:
+        flags["class_name"] = args.class_name
+    if getattr(args, "finetune_from", None) is not None:
+        flags["finetune_from"] = args.finetune_from
+    out = getattr(args, "out", None)
+    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
+        saved = RunDir.open(out).load_config(DiffusionConfig)
+        config = config_from_args(DiffusionConfig, args, base=saved)
+        if "finetune_from" in flags:
+            base_path, epoch = parse_finetune_source(flags["finetune_from"])
+            if str(base_path) != saved.finetune_from or (epoch and epoch != saved.finetune_epoch):
+                raise ConfigError(f"--resume continues {out}, which was fine-tuned from "
+                                  f"{saved.finetune_from or 'nothing'}; drop --finetune-from")
+        if "class_name" in flags and flags["class_name"] != saved.class_name:
+            raise ConfigError(f"--resume cannot change --class ({out} trains on {saved.class_name or 'every class'})")
+        fixed = _FINETUNE_FIXED + ("class_name", "finetune_from", "finetune_epoch", "time_mode", "timesteps")
+        changed = [name for name in fixed if getattr(config, name) != getattr(saved, name)]
+        if changed:
+            raise ConfigError(f"--resume cannot change {', '.join(changed)}; start a new run instead")
+    else:
+        if "finetune_from" in flags and not getattr(args, "config", None):
+            # No preset: continue with the base run's own settings (then --set and flags).
+            base_path, _ = parse_finetune_source(flags["finetune_from"])
+            from cellgen.diffusion.sampling import load_diffusion_config
+
+            base = load_diffusion_config(RunDir.open(base_path)).replace(out="", finetune_epoch=0)
+            config = config_from_args(DiffusionConfig, args, base=base)
+        else:
+            config = config_from_args(DiffusionConfig, args)
+        if flags:
+            config = config.replace(**flags)
+        if config.finetune_from:
+            config = _apply_finetune_base(config, explicit)
+    if not config.data:
+        raise ConfigError("no training data: pass --data DIR (or set data in the config)")
+    if not config.out:
+        raise ConfigError("no run directory: pass --out DIR")
+    if config.kid_encoder != "none" and not config.val_data:
+        raise ConfigError(f"kid_encoder={config.kid_encoder!r} needs val_data (KID compares generated and "
+                          "validation images): --set val_data=DIR")
+    return config
+
+
+def fixed_noise(config: DiffusionConfig) -> np.ndarray:
+    """The noise of the sample grids: the same every epoch (and on resume) for a seed."""
+    rng = np.random.default_rng([config.seed, 4242])
+    return rng.standard_normal((config.grid_size, config.image_size, config.image_size, 3)).astype(np.float32)
+
+
+class DiffusionSnapshots(keras.callbacks.Callback):
+    """Writes sample grids from fixed noise and keeps ``.keras`` models of chosen epochs.
+
+    Saving goes through an uncompiled copy of the model (built once), so the files hold the
+    online network, the EMA network and the image statistics, but no optimizer.
+
+    Args:
+        run: the run directory.
+        model: the training :class:`~cellgen.diffusion.ddim.DiffusionModel`.
+        noise: fixed initial noise of the grids.
+        config: the run's config (``sample_every``, ``save_every``, ``epochs``, sampling settings).
+    """
+
+    def __init__(self, run: RunDir, model, noise: np.ndarray, config: DiffusionConfig):
+        super().__init__()
+        self.run = run
+        self.diffusion = model
+        self.noise = noise
+        self.config = config
+        self._export = None
+
+    def write_grid(self, name: str, title: str) -> Path:
+        from cellgen.plots import save_image_grid
+
+        images = self.diffusion.generate_from_noise(self.noise, steps=self.config.diffusion_steps,
+                                                    eta=self.config.sample_eta, seed=self.config.seed)
+        columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+        return save_image_grid(images, self.run.samples / f"{name}.png", columns=columns, title=title,
+                               scale=max(1, 96 // self.config.image_size))
+
+    def save_model(self, epoch: int) -> Path:
+        from cellgen.diffusion.ddim import DiffusionModel
+        from cellgen.diffusion.sampling import model_file
+
+        if self._export is None:
+            self._export = DiffusionModel(self.diffusion.config, name="diffusion_model")
+        self._export.set_weights(self.diffusion.get_weights())
+        path = self.run.models / model_file(epoch)
+        temporary = path.with_name(path.stem + ".tmp.keras")
+        self._export.save(temporary)
+        temporary.replace(path)  # a half-written model file must never look complete
+        return path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if getattr(self.model, "_cellgen_nan_failure", None):
+            return
+        completed = epoch + 1
+        last = completed >= self.config.epochs
+        if last or (self.config.sample_every and completed % self.config.sample_every == 0):
+            method = "DDIM" if self.config.sample_eta == 0 else f"DDIM eta={self.config.sample_eta}"
+            self.write_grid(f"epoch-{completed:04d}",
+                            f"epoch {completed}: {self.config.diffusion_steps} {method} steps, EMA network")
+        if last or (self.config.save_every and completed % self.config.save_every == 0):
+            self.save_model(completed)
+
+
+class ValidationKID(keras.callbacks.Callback):
+    """Adds ``val_kid`` to the epoch logs: KID between validation images and a few-step DDIM sample.
+
+    keras-io computes KID inside ``test_step`` per batch with InceptionV3 at 75 px on
+    ``kid_diffusion_steps``-step samples; here it is computed once per epoch over
+    ``kid_images`` validation images (their features are extracted once) and as many
+    generated ones, with the project's KID (:mod:`cellgen.evaluate.kid`). Placed before the
+    CSV logger so that ``val_kid`` reaches ``history.csv``.
+
+    Args:
+        model: the training DiffusionModel.
+        extractor: a :class:`cellgen.evaluate.features.FeatureExtractor`.
+        real_images: validation images in [-1, 1].
+        steps: DDIM steps of the generated images.
+        seed: seed of the generated images (the same every epoch).
+    """
+
+    def __init__(self, model, extractor, real_images: np.ndarray, steps: int, seed: int):
+        super().__init__()
+        self.diffusion = model
+        self.extractor = extractor
+        self.real_features = extractor(real_images)
+        self.count = len(real_images)
+        self.steps = steps
+        self.seed = seed
+
+    def compute(self) -> float:
+        from cellgen.evaluate.kid import kernel_inception_distance
+
+        generated = self.diffusion.generate(self.count, steps=self.steps, eta=0.0, seed=self.seed)
+        result = kernel_inception_distance(self.real_features, self.extractor(generated),
+                                           subset_size=self.count, subsets=1, seed=self.seed)
+        return result["kid"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and not getattr(self.model, "_cellgen_nan_failure", None):
+            logs["val_kid"] = self.compute()
+
+
+def _make_readers(config: DiffusionConfig):
+    from cellgen.cli.common import crop_option
+    from cellgen.data_reader import DataError, DataReader
+
+    class_filter = [config.class_name] if config.class_name else None
+    common = dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
+                  on_error=config.on_error, workers=config.workers, class_filter=class_filter)
+    # Full batches only: a static batch splits evenly over replicas and batch statistics of a
+    # one-image remainder are meaningless. A class smaller than the batch trains on one smaller batch.
+    reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=False, **common)
+    if reader.num_images >= config.batch_size:
+        reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=True, **common)
+    val_reader = None
+    if config.val_data:
+        try:
+            val_reader = DataReader(config.val_data, batch_size=config.batch_size, shuffle=False, **common)
+        except DataError as error:
+            raise DataError(f"val_data: {error}") from None
+    return reader, val_reader
+
+
+def build_model(config: DiffusionConfig, load_base: bool = True):
+    """The compiled DiffusionModel of ``config`` and its built optimizer (call inside ``strategy.scope()``).
+
+    With ``config.finetune_from`` and ``load_base``, every weight of the base run's saved model
+    (online and EMA networks, batch-norm statistics, image mean and std) is copied in; the
+    optimizer starts fresh.
+    """
+    from cellgen.diffusion.ddim import DiffusionModel, make_optimizer
+    from cellgen.diffusion.sampling import load_diffusion_model
+
+    model = DiffusionModel(config, name="diffusion_model")
+    if config.finetune_from and load_base:
+        base, _ = load_diffusion_model(config.finetune_from, config.finetune_epoch)
+        try:
+            model.set_weights(base.get_weights())
+        except ValueError as error:
+            raise RunError(f"{config.finetune_from}: base model does not fit this config ({error})") from None
+    optimizer = make_optimizer(config)
+    model.compile(optimizer=optimizer, run_eagerly=config.run_eagerly)
+    # Slots exist before restoring, and no variable is created inside the traced train step.
+    optimizer.build(model.network.trainable_variables)
+    return model, optimizer
+
+
+def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1) -> RunDir:
+    """Trains (or resumes, or fine-tunes) a diffusion model and writes its run directory.
+
+    Args:
+        config: a resolved config (see :func:`resolve_config`).
+        resume: continue the run in ``config.out`` from its latest checkpoint.
+        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
+
+    Raises:
+        NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
+        DataError, ConfigError, RunError: bad input, with a one-line message.
+    """
+    from cellgen.cli.common import prepare_runtime
+
+    strategy, precision = prepare_runtime(config)
+
+    from cellgen.diffusion.sampling import saved_epochs
+    from cellgen.plots import plot_history
+    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history
+
+    reader, val_reader = _make_readers(config)
+    classes = [config.class_name] if config.class_name else reader.classes
+    run = RunDir.create(config.out, config, classes, resume=resume)
+    run.log(f"ddim: {reader.num_images} training images ({', '.join(classes)}), precision {precision}, "
+            f"{strategy.num_replicas_in_sync} replica(s)")
+    if reader.skipped:
+        reader.write_skip_report(run.logs)
+
+    has_checkpoint = resume and TrainingState(run.checkpoints).latest() is not None
+    with strategy.scope():
+        model, optimizer = build_model(config, load_base=not has_checkpoint)
+
+    state = TrainingState(run.checkpoints, diffusion=model, optimizer=optimizer)
+    initial_epoch, previous_seconds = 0, 0.0
+    if resume:
+        restored = state.restore_latest()
+        if restored is not None:
+            initial_epoch = int(restored["epoch"])
+            previous_seconds = float(restored.get("train_seconds", 0.0))
+            optimizer.learning_rate = config.learning_rate  # the config (maybe changed on resume) decides
+            print(f"resuming {run.path} after epoch {initial_epoch}")
+            run.log(f"resumed from {state.latest()}")
+    if initial_epoch == 0 and not config.finetune_from:
+        # keras-io adapts its Normalization layer to the training set; fine-tuning keeps the base's statistics.
+        batches = (images for _, (images, _labels) in zip(range(config.normalizer_batches), reader.epoch(0)))
+        statistics = model.adapt_normalizer(batches)
+        run.write_metrics("normalizer", statistics)
+    if initial_epoch >= config.epochs:
+        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
+              "pass --epochs N to train longer")
+
+    snapshots = DiffusionSnapshots(run, model, fixed_noise(config), config)
+    if initial_epoch == 0 and config.finetune_from:
+        snapshots.write_grid("epoch-0000", f"base model {config.finetune_from} (epoch {config.finetune_epoch})")
+    fit_started = time.perf_counter()
+
+    def elapsed_seconds() -> float:
+        return previous_seconds + time.perf_counter() - fit_started
+
+    callbacks = make_callbacks(run, state, checkpoint_every=config.checkpoint_every, initial_epoch=initial_epoch,
+                               extra_state=lambda epoch: {"train_seconds": elapsed_seconds()})
+    if config.kid_encoder != "none" and val_reader is not None:
+        callbacks.insert(1, _make_kid_callback(config, model, val_reader))
+    callbacks.append(snapshots)
+    fit_options = {}
+    if val_reader is not None:
+        fit_options = {"validation_data": val_reader.as_tf_dataset(with_labels=False),
+                       "validation_steps": len(val_reader)}
+    if initial_epoch < config.epochs:
+        model.fit(reader.as_tf_dataset(start_epoch=initial_epoch, with_labels=False), steps_per_epoch=len(reader),
+                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                  shuffle=False, **fit_options)  # the reader shuffles (per epoch, seed-deterministic)
+    raise_if_stopped_on_nan(callbacks, state)
+    session_seconds = time.perf_counter() - fit_started
+    epochs_done = max(initial_epoch, config.epochs)
+    if epochs_done not in saved_epochs(run) and epochs_done > 0 and initial_epoch < config.epochs:
+        snapshots.save_model(epochs_done)
+
+    history_path = run.logs / "history.csv"
+    history = read_history(history_path) if history_path.is_file() else {}
+    history = {key: values for key, values in history.items() if values and not all(v != v for v in values)}
+    if any(key != "epoch" for key in history):
+        plot_history(history, run.metrics / "loss_curves.png",
+                     title="DDIM: noise loss (MAE/MSE of the predicted noise), image loss; val_ = EMA network")
+    trained_images = (epochs_done - initial_epoch) * len(reader) * reader.batch_size
+    run.write_metrics("train", {
+        "epochs": epochs_done,
+        "train_seconds": elapsed_seconds(),
+        "images_per_second_this_session": trained_images / session_seconds if trained_images else None,
+        "training_images": reader.num_images,
+        "validation_images": val_reader.num_images if val_reader is not None else 0,
+        "steps_per_epoch": len(reader),
+        "classes": classes,
+        "parameters": {"network": model.network.count_params()},
+        "precision": precision,
+        "replicas": strategy.num_replicas_in_sync,
+        "optimizer_iterations": int(optimizer.iterations.numpy()),
+        "saved_epochs": saved_epochs(run),
+        "final": {key: values[-1] for key, values in history.items() if key != "epoch" and values},
+        "finetune_from": config.finetune_from or None,
+        "finetune_epoch": config.finetune_epoch if config.finetune_from else None,
+    })
+    run.mark_complete(epochs=epochs_done, train_seconds=elapsed_seconds())
+    print(f"trained {epochs_done} epochs; run directory: {run.path}")
+    return run
+
+
+def _make_kid_callback(config: DiffusionConfig, model, val_reader) -> ValidationKID:
+    from cellgen.evaluate.features import load_extractor
+
+    weights = None if config.kid_weights.lower() in ("none", "random") else config.kid_weights
+    extractor = load_extractor(config.kid_encoder, input_size=config.kid_image_size if config.kid_encoder ==
+                               "inception" else None, inception_weights=weights, batch_size=config.batch_size)
+    real = []
+    for images, _ in val_reader.epoch(0):
+        real.append(images)
+        if sum(len(chunk) for chunk in real) >= config.kid_images:
+            break
+    real_images = np.concatenate(real)[:config.kid_images]
+    if len(real_images) < 2:
+        raise ConfigError(f"val_data: KID needs at least 2 validation images, got {len(real_images)}")
+    return ValidationKID(model, extractor, real_images, config.kid_diffusion_steps, config.seed + 1)

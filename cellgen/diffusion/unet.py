@@ -1,0 +1,119 @@
+"""The noise-prediction U-Net of the diffusion model.
+
+Follows N&Z 2023 section 4.3 (derived from the keras-io DDIM example): the inputs
+are the noisy images and the noise variance; the variance goes through a
+sinusoidal embedding (dims 32, max frequency 1000) that is broadcast over the
+image and concatenated with a 1x1 convolution of the noisy images; the encoder
+has ``depth`` levels whose width doubles per level (N&Z: depth 5, 16 features,
+so 16-32-64-128-256), each followed by max pooling except the last (the
+bottleneck); the decoder up-samples bilinearly, concatenates the (optionally
+attention-gated, Oktay et al. 2018) skip connection and applies the same kind of
+block. The last 1x1 convolution is zero-initialised, so the untrained network
+predicts zero noise (keras-io), and runs in float32.
+
+Images whose side is not a multiple of ``2 ** (depth - 1)`` (28 px with the
+deeper Matos U-Net) are zero-padded to the next multiple and the output is
+cropped back.
+
+Example:
+    >>> network = build_unet(32, widths=[8, 16, 32], block_kind="r2")
+    >>> noise = network([np.zeros((2, 32, 32, 3), "float32"), np.ones((2, 1, 1, 1), "float32")])
+    >>> noise.shape
+    TensorShape([2, 32, 32, 3])
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from cellgen.diffusion.blocks import AttentionGate, SinusoidalEmbedding, make_block
+
+
+def padding_for(image_size: int, levels: int) -> tuple[int, int]:
+    """(before, after) zero padding that makes ``image_size`` divisible by ``2 ** (levels - 1)``."""
+    factor = 2 ** (levels - 1)
+    total = -image_size % factor
+    return total // 2, total - total // 2
+
+
+def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), block_kind: str = "r2",
+               block_depth: int = 1, recurrence: int = 2, attention_gates: bool = True, pooling: str = "max",
+               normalization: str = "batch", batch_norm_momentum: float = 0.99, group_norm_groups: int = 8,
+               embedding_dims: int = 32, embedding_max_frequency: float = 1000.0, channels: int = 3,
+               name: str = "unet") -> keras.Model:
+    """Builds the U-Net ``[noisy_images, noise_variances] -> predicted_noises``.
+
+    Args:
+        image_size: side of the square images.
+        widths: features per level; the last one is the bottleneck.
+        block_kind: ``r2``, ``residual`` or ``plain`` (see blocks.py).
+        block_depth: blocks per level in the encoder and the decoder.
+        recurrence: recurrent steps of ``r2`` blocks.
+        attention_gates: gate each skip connection with the coarser decoder features.
+        pooling: ``max`` or ``average``.
+        normalization, batch_norm_momentum, group_norm_groups: normalisation inside the blocks.
+        embedding_dims, embedding_max_frequency: sinusoidal embedding of the noise variance.
+        channels: image channels.
+        name: model name.
+
+    Returns:
+        A functional model with inputs ``(B, S, S, channels)`` and ``(B, 1, 1, 1)`` and a float32
+        output of shape ``(B, S, S, channels)``.
+    """
+    widths = [int(width) for width in widths]
+    if not widths:
+        raise ValueError("the U-Net needs at least one level (widths is empty)")
+    if pooling not in ("max", "average"):
+        raise ValueError(f"pooling must be 'max' or 'average', got {pooling!r}")
+    levels = len(widths)
+    before, after = padding_for(image_size, levels)
+    padded_size = image_size + before + after
+    block_options = {"normalization": normalization, "momentum": batch_norm_momentum, "groups": group_norm_groups}
+
+    noisy_images = keras.Input((image_size, image_size, channels), name="noisy_images")
+    noise_variances = keras.Input((1, 1, 1), name="noise_variances")
+
+    embedding = SinusoidalEmbedding(embedding_dims, embedding_max_frequency, name="noise_embedding")(noise_variances)
+    embedding = layers.UpSampling2D(padded_size, interpolation="nearest", dtype="float32",
+                                    name="broadcast_embedding")(embedding)
+    x = noisy_images
+    if before or after:
+        x = layers.ZeroPadding2D(((before, after), (before, after)), name="pad")(x)
+    x = layers.Conv2D(widths[0], 1, name="input_conv")(x)
+    x = layers.Concatenate(name="concat_embedding")([x, embedding])
+
+    skips = []
+    for level, width in enumerate(widths[:-1]):
+        for index in range(block_depth):
+            x = make_block(block_kind, width, recurrence, name=f"down{level}_block{index}", **block_options)(x)
+        skips.append(x)
+        pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
+        x = pool(2, name=f"down{level}_pool")(x)
+    for index in range(block_depth):
+        x = make_block(block_kind, widths[-1], recurrence, name=f"bottleneck_block{index}", **block_options)(x)
+    for level in reversed(range(levels - 1)):
+        skip = skips[level]
+        if attention_gates:
+            skip = AttentionGate(name=f"up{level}_attention")([skip, x])
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
+        for index in range(block_depth):
+            x = make_block(block_kind, widths[level], recurrence, name=f"up{level}_block{index}", **block_options)(x)
+
+    x = layers.Conv2D(channels, 1, kernel_initializer="zeros", dtype="float32", name="output_conv")(x)
+    if before or after:
+        x = layers.Cropping2D(((before, after), (before, after)), dtype="float32", name="crop")(x)
+    return keras.Model([noisy_images, noise_variances], x, name=name)
+
+
+def unet_from_config(config, name: str = "unet") -> keras.Model:
+    """The U-Net of a :class:`~cellgen.diffusion.config.DiffusionConfig`."""
+    return build_unet(
+        config.image_size, widths=config.widths_resolved(), block_kind=config.block_kind,
+        block_depth=config.block_depth, recurrence=config.recurrence, attention_gates=config.attention_gates,
+        pooling=config.pooling, normalization=config.normalization, batch_norm_momentum=config.batch_norm_momentum,
+        group_norm_groups=config.group_norm_groups, embedding_dims=config.embedding_dims,
+        embedding_max_frequency=config.embedding_max_frequency, name=name)

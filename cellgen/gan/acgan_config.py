@@ -1,0 +1,94 @@
+"""Hyperparameters of the AC-GAN built on a trained Vanilla-GAN (Klang & Carlberg 2020, sections 4.5, 5.2).
+
+K&C Table 3: batch 32, 1 epoch, latent dimension 100, 19 classes, alpha_G = alpha_D = 2e-4.
+Section 5.2: three fully connected layers of 100 ReLU units between the input
+(latent + label) and the frozen generator, and three more between the frozen
+discriminator's convolutions and the auxiliary classifier. The number of
+classes is not a config field: it comes from the training data.
+
+Example:
+    >>> config = ACGANConfig(backbone="runs/gan", image_size=32)
+    >>> config.head_layers, config.head_units
+    (3, 100)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from cellgen.config import CommonConfig, ConfigError
+
+HEAD_OUTPUT_ACTIVATIONS = ("relu", "linear")
+
+
+@dataclasses.dataclass
+class ACGANConfig(CommonConfig):
+    """Config of ``train_acgan.py`` (run kind ``acgan``).
+
+    Attributes:
+        backbone: the ``vanilla_gan`` run whose generator and discriminator the AC-GAN wraps.
+        backbone_epoch: saved epoch of the backbone (0: its latest saved epoch).
+        freeze_backbone: True (K&C) freezes the backbone's convolutions and batch norm
+            (inference mode) and trains only the dense heads and the realness layer;
+            False trains the whole AC-GAN from scratch with the backbone's architecture
+            (K&C's first attempts, which they found worse; kept for comparison).
+        latent_dim: size of z; must equal the backbone's latent size.
+        head_layers: dense layers of each head (K&C: 3).
+        head_units: units of each hidden head layer (K&C: 100).
+        generator_head_output: activation of the generator head's last layer, which produces
+            the backbone's latent vector: ``relu`` (K&C's text: every head layer is ReLU)
+            or ``linear`` (lets the head reach the negative half of the N(0, I) latent space).
+        g_learning_rate, d_learning_rate: Adam learning rates (K&C Table 3: 2e-4).
+        g_beta_1, d_beta_1: Adam first-moment decays (0.5, DCGAN; not in Table 3).
+        samples_per_class: columns of the per-epoch class grid (one row per class).
+        sample_every, save_every, checkpoint_every, keep_checkpoints: periods in epochs and
+            how many resumable checkpoints to keep.
+        jit_compile: compile the train step with XLA.
+    """
+
+    kind: ClassVar[str] = "acgan"
+
+    image_size: int = 256
+    batch_size: int = 32
+    epochs: int = 1
+    backbone: str = ""
+    backbone_epoch: int = 0
+    freeze_backbone: bool = True
+    latent_dim: int = 100
+    head_layers: int = 3
+    head_units: int = 100
+    generator_head_output: str = "relu"
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    g_beta_1: float = 0.5
+    d_beta_1: float = 0.5
+    samples_per_class: int = 8
+    sample_every: int = 1
+    save_every: int = 1
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    jit_compile: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.head_layers < 1:
+            raise ConfigError(f"head_layers must be >= 1, got {self.head_layers}")
+        if self.head_units < 1:
+            raise ConfigError(f"head_units must be >= 1, got {self.head_units}")
+        if self.generator_head_output not in HEAD_OUTPUT_ACTIVATIONS:
+            raise ConfigError(f"generator_head_output must be one of {', '.join(HEAD_OUTPUT_ACTIVATIONS)}; "
+                              f"got {self.generator_head_output!r}")
+        for name in ("g_learning_rate", "d_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("g_beta_1", "d_beta_1"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("samples_per_class", "sample_every", "save_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backbone_epoch < 0:
+            raise ConfigError(f"backbone_epoch must be >= 0 (0 = latest), got {self.backbone_epoch}")

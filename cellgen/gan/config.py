@@ -1,0 +1,209 @@
+"""Hyperparameters of the unconditional DCGAN-style "Vanilla-GAN" and its FreezeD fine-tuning.
+
+Sources:
+
+- Klang & Carlberg (2020), sections 4.3-4.4 and Table 1: a DCGAN (Radford et al.
+  2016) at 256 px, transposed convolutions with 5x5 kernels and stride 2, batch
+  norm and LeakyReLU in the generator, LeakyReLU and dropout in the
+  discriminator, latent 100, depth 1024 (generator) / 64 (discriminator), Adam
+  1e-5 for both networks, batch 20, 75 epochs.
+- Nilsson & Zettergren (2023), section 4.2, Tables 5-6: the same network with
+  nearest up-sampling + stride-1 convolution and 6x6 kernels (the checkerboard
+  fix of Odena et al. 2016), a discriminator update ratio, and FreezeD
+  fine-tuning (Mo et al. 2020) of a base model on one class.
+- Matos (2025), section 4.2: a 28 px DCGAN with ReLU generator, batch-normalized
+  discriminator, Adam 1e-3 / beta_1 0.5, label smoothing 0.9 / 0.1 and three
+  generator updates per discriminator update.
+
+The presets in ``configs/`` (``kc2020_vanilla_gan``, ``nz2023_gan_base``,
+``nz2023_gan_finetune``, ``matos2025_dcgan28``, ``gan_fast``) set these fields.
+
+Example:
+    >>> config = VanillaGANConfig(image_size=64, depth_g=128, depth_d=32, d_layers=3)
+    >>> config.upsampling_layers
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from cellgen.config import CommonConfig, ConfigError, load_config  # noqa: F401  (doctest)
+
+UPSAMPLING_KINDS = ("transposed", "nearest")
+ACTIVATIONS = ("leaky_relu", "relu")
+FREEZE_SIDES = ("input", "output")
+
+# Fields that fix the networks' layers and weight shapes. A resumed run and a
+# fine-tuning run keep them from the run they continue.
+ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "start_size", "depth_g", "depth_d", "kernel_size",
+                       "upsampling", "d_layers", "d_batch_norm", "g_activation")
+
+
+@dataclasses.dataclass
+class VanillaGANConfig(CommonConfig):
+    """Config of ``train_vanilla_gan.py`` (run kind ``vanilla_gan``).
+
+    Defaults are Klang & Carlberg's Table 1 where the table gives a value.
+
+    Attributes:
+        latent_dim: size of the Gaussian latent vector z (K&C, N&Z: 100).
+        start_size: side of the generator's first feature map (after the dense
+            projection). ``image_size`` must be ``start_size * 2**n`` with n >= 1;
+            n is the number of stride-2 up-sampling layers.
+        depth_g: channels of the generator's first feature map (K&C "Depth_G" 1024);
+            each up-sampling layer halves it, the last one outputs RGB.
+        depth_d: filters of the discriminator's first convolution (K&C "Depth_D" 64);
+            each further convolution doubles it.
+        d_layers: stride-2 convolutions of the discriminator.
+        kernel_size: kernel of every (transposed) convolution (K&C 5, N&Z 6).
+        upsampling: ``transposed`` (stride-2 transposed convolution, K&C) or
+            ``nearest`` (nearest-neighbour x2 then a stride-1 convolution, N&Z).
+        g_activation: ``leaky_relu`` (K&C, N&Z) or ``relu`` (Matos) in the generator.
+        leaky_slope: negative slope of LeakyReLU.
+        dropout: dropout rate after every discriminator convolution (0 disables it).
+        d_batch_norm: batch norm after every discriminator convolution but the
+            first (DCGAN and Matos; K&C and N&Z have none).
+        bn_momentum: momentum of the moving batch statistics that sampling uses.
+        init_std: standard deviation of the normal weight initializer (DCGAN:
+            0.02); 0 keeps Keras' Glorot-uniform default.
+        g_learning_rate, d_learning_rate: Adam learning rates.
+        g_beta_1, d_beta_1: Adam first-moment decays.
+        real_label, fake_label: discriminator targets (label smoothing, Matos: 0.9 / 0.1).
+        d_steps: discriminator updates per generator update (N&Z "discriminator update ratio");
+            each sees the step's real batch with a fresh fake batch, so an epoch is still one
+            pass over the real images.
+        g_steps: generator updates per discriminator update (Matos 3:1).
+        save_every: keep ``models/{generator,discriminator}-epoch-NNNN.keras`` every
+            this many epochs (the last epoch is always kept).
+        sample_every: write ``samples/epoch-NNNN.png`` from a fixed latent batch every this many epochs.
+        sample_count: images in a sample grid.
+        checkpoint_every: resumable checkpoint every this many epochs (and after the last).
+        keep_checkpoints: resumable checkpoints kept (older ones are deleted; ``models/`` keeps its files).
+        class_name: train on this class only (fine-tuning on a rare class).
+        finetune_from: base run directory whose generator and discriminator start the training.
+        finetune_epoch: saved epoch of the base run (0: its latest saved epoch).
+        freeze_d_layers: discriminator convolutions (with their batch norm) frozen when fine-tuning.
+        freeze_d_side: ``input`` freezes the first ``freeze_d_layers`` (FreezeD, Mo et al. 2020),
+            ``output`` the last ones (what N&Z section 5.1 writes they did).
+        freeze_g_batchnorm: freeze every generator batch norm (gamma, beta and moving statistics;
+            inference mode), as N&Z did when fine-tuning.
+        jit_compile: compile the train step with XLA (off: on CPUs oneDNN's bf16 kernels are faster).
+
+    Example:
+        >>> config = load_config(VanillaGANConfig, "nz2023_gan_base", ["image_size=128"])
+        >>> config.generator_depths()
+        [1024, 512, 256, 128, 64, 3]
+    """
+
+    kind: ClassVar[str] = "vanilla_gan"
+
+    image_size: int = 256
+    epochs: int = 75
+    batch_size: int = 20
+    latent_dim: int = 100
+    start_size: int = 4
+    depth_g: int = 1024
+    depth_d: int = 64
+    d_layers: int = 5
+    kernel_size: int = 5
+    upsampling: str = "transposed"
+    g_activation: str = "leaky_relu"
+    leaky_slope: float = 0.2
+    dropout: float = 0.3
+    d_batch_norm: bool = False
+    bn_momentum: float = 0.9
+    init_std: float = 0.02
+    g_learning_rate: float = 1e-5
+    d_learning_rate: float = 1e-5
+    g_beta_1: float = 0.5
+    d_beta_1: float = 0.5
+    real_label: float = 1.0
+    fake_label: float = 0.0
+    d_steps: int = 1
+    g_steps: int = 1
+    save_every: int = 5
+    sample_every: int = 1
+    sample_count: int = 16
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    class_name: str = ""
+    finetune_from: str = ""
+    finetune_epoch: int = 0
+    freeze_d_layers: int = 0
+    freeze_d_side: str = "input"
+    freeze_g_batchnorm: bool = False
+    jit_compile: bool = False
+
+    @property
+    def upsampling_layers(self) -> int:
+        """Stride-2 up-sampling layers of the generator: log2(image_size / start_size)."""
+        return int(round(math.log2(self.image_size / self.start_size)))
+
+    def generator_depths(self) -> list[int]:
+        """Channels of the projection and of every up-sampling layer (the last is RGB)."""
+        layers = self.upsampling_layers
+        return [self.depth_g // 2 ** index for index in range(layers)] + [3]
+
+    def discriminator_depths(self) -> list[int]:
+        return [self.depth_d * 2 ** index for index in range(self.d_layers)]
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.start_size < 1:
+            raise ConfigError(f"start_size must be >= 1, got {self.start_size}")
+        ratio = self.image_size / self.start_size
+        if ratio < 2 or not float(ratio).is_integer() or int(ratio) & (int(ratio) - 1):
+            raise ConfigError(f"image_size {self.image_size} must be start_size {self.start_size} times a power "
+                              f"of two (>= 2); e.g. start_size=4 for 32-256 px, start_size=7 for 28 px")
+        if self.depth_g < 1 or self.depth_d < 1:
+            raise ConfigError(f"depth_g and depth_d must be >= 1, got {self.depth_g} and {self.depth_d}")
+        smallest = self.depth_g // 2 ** (self.upsampling_layers - 1)
+        if smallest < 1:
+            raise ConfigError(f"depth_g {self.depth_g} is too small for {self.upsampling_layers} up-sampling "
+                              f"layers that halve it (needs at least {2 ** (self.upsampling_layers - 1)})")
+        if self.d_layers < 1:
+            raise ConfigError(f"d_layers must be >= 1, got {self.d_layers}")
+        if self.image_size < 2 ** self.d_layers:
+            raise ConfigError(f"image_size {self.image_size} is too small for d_layers={self.d_layers} "
+                              f"stride-2 convolutions")
+        if self.kernel_size < 1:
+            raise ConfigError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        if self.upsampling not in UPSAMPLING_KINDS:
+            raise ConfigError(f"upsampling must be one of {', '.join(UPSAMPLING_KINDS)}; got {self.upsampling!r}")
+        if self.g_activation not in ACTIVATIONS:
+            raise ConfigError(f"g_activation must be one of {', '.join(ACTIVATIONS)}; got {self.g_activation!r}")
+        if self.leaky_slope < 0:
+            raise ConfigError(f"leaky_slope must be >= 0, got {self.leaky_slope}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.bn_momentum < 1:
+            raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.init_std < 0:
+            raise ConfigError(f"init_std must be >= 0 (0 = Glorot uniform), got {self.init_std}")
+        for name in ("g_learning_rate", "d_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("g_beta_1", "d_beta_1"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("real_label", "fake_label"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.d_steps < 1 or self.g_steps < 1:
+            raise ConfigError(f"d_steps and g_steps must be >= 1, got {self.d_steps} and {self.g_steps}")
+        for name in ("save_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.finetune_epoch < 0:
+            raise ConfigError(f"finetune_epoch must be >= 0 (0 = latest), got {self.finetune_epoch}")
+        if not 0 <= self.freeze_d_layers <= self.d_layers:
+            raise ConfigError(f"freeze_d_layers must be between 0 and d_layers={self.d_layers}, "
+                              f"got {self.freeze_d_layers}")
+        if self.freeze_d_side not in FREEZE_SIDES:
+            raise ConfigError(f"freeze_d_side must be 'input' (FreezeD paper) or 'output' (N&Z); "
+                              f"got {self.freeze_d_side!r}")

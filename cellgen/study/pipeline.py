@@ -1,0 +1,415 @@
+"""The augmentation study: every stage in order, resumable, through run directories.
+
+Stages (``--from`` takes these names):
+
+0. ``prepare``: the kept training set. The scarcity cap (``limit_class``) is applied
+   once, with the study seed, and written as ``data/train_kept.csv``; every later
+   stage reads that file, so the generator (base and fine-tuning) and every
+   classifier arm see exactly the same real images of the scarce class.
+1. ``base``: train (or reuse) the base generator.
+2. ``finetune``: fine-tune the base model on each target class.
+3. ``generate``: write the synthetic images per target class.
+4. ``evaluate``: generator metrics (FID/KID, precision/recall, density/coverage,
+   memorisation against the kept training images) and a blinded expert-test kit.
+5. ``classify``: the classifier arms with seeds.
+6. ``report``: ``report.md`` and a self-contained ``report.html``.
+
+Stages talk to each other only through files in the study directory, and they
+run the same per-stage scripts a user would (their command lines are appended to
+``commands.sh``), so a user can stop after any stage and continue by hand.
+A finished stage writes ``stages/<name>.json``; re-running skips finished stages
+and resumes an interrupted training run (``--resume``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import importlib
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cellgen.config import ConfigError, load_config, resolve_preset_path, to_toml
+from cellgen.runs import RunDir, read_json, write_json
+from cellgen.study.config import StudyConfig
+
+STAGES = ("prepare", "base", "finetune", "generate", "evaluate", "classify", "report")
+
+# generator kind -> training script and the stage config class (for early validation).
+GENERATOR_SCRIPTS = {
+    "ddim": ("cellgen.cli.train_ddim:main", "cellgen.diffusion.config:DiffusionConfig"),
+    "vanilla_gan": ("cellgen.cli.train_vanilla_gan:main", "cellgen.gan.config:VanillaGANConfig"),
+}
+CLASSIFIER_SCRIPT = "cellgen.cli.evaluate_classifier:main"
+CLASSIFIER_CONFIG = "cellgen.classify.config:ClassifierConfig"
+
+
+def resolve_sample_paths(config: StudyConfig) -> StudyConfig:
+    """Replaces ``sample:SPLIT`` data paths by the embedded sample's folders (works when installed)."""
+    from cellgen.sample_data import sample_path
+
+    changes = {}
+    for name in ("train", "val", "test"):
+        value = getattr(config, name)
+        if value.startswith("sample:"):
+            changes[name] = str(sample_path(value.split(":", 1)[1]))
+    return config.replace(**changes) if changes else config
+
+
+class StudyError(RuntimeError):
+    """A study stage failed or the study is misconfigured; the message names the stage."""
+
+
+def _import(target: str) -> Any:
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+class Study:
+    """Runs the stages of a study in ``directory``.
+
+    Args:
+        config: the resolved study config.
+        directory: the study directory (created).
+
+    Example:
+        >>> study = Study(load_config(StudyConfig, "study_demo"), "demo_out")  # doctest: +SKIP
+        >>> study.run()                                                        # doctest: +SKIP
+    """
+
+    def __init__(self, config: StudyConfig, directory: str | Path):
+        self.config = config
+        self.directory = Path(directory)
+        self.stage_dir = self.directory / "stages"
+
+    # Paths ---------------------------------------------------------------
+    @property
+    def kept_csv(self) -> Path:
+        return self.directory / "data" / "train_kept.csv"
+
+    @property
+    def base_run(self) -> Path:
+        return Path(self.config.base_run) if self.config.base_run else self.directory / "generators" / "base"
+
+    def finetune_run(self, class_name: str) -> Path:
+        return self.directory / "generators" / class_name
+
+    def synthetic_dir(self, class_name: str | None = None) -> Path:
+        root = self.directory / "synthetic"
+        return root if class_name is None else root / class_name
+
+    @property
+    def classifier_dir(self) -> Path:
+        return self.directory / "classifier"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.directory / "evaluation"
+
+    # Bookkeeping ---------------------------------------------------------
+    def is_done(self, stage: str) -> bool:
+        return (self.stage_dir / f"{stage}.json").is_file()
+
+    def stage_record(self, stage: str) -> dict[str, Any]:
+        return read_json(self.stage_dir / f"{stage}.json")
+
+    def _mark_done(self, stage: str, started: float, outputs: dict[str, Any]) -> None:
+        write_json(self.stage_dir / f"{stage}.json", {
+            "stage": stage, "finished": _timestamp(), "seconds": round(time.time() - started, 1),
+            "outputs": outputs})
+
+    def _record_command(self, script: str, argv: Sequence[str]) -> None:
+        name = script.split(":")[0].rsplit(".", 1)[-1]
+        with open(self.directory / "commands.sh", "a", encoding="utf-8") as handle:
+            handle.write(f"python {name}.py {' '.join(shlex.quote(str(arg)) for arg in argv)}\n")
+
+    def call(self, stage: str, script: str, argv: Sequence[str]) -> None:
+        """Runs a per-stage script's ``main(argv)`` in-process; a non-zero exit fails the stage."""
+        import keras
+
+        argv = [str(arg) for arg in argv]
+        self._record_command(script, argv)
+        keras.backend.clear_session()
+        code = _import(script)(argv)
+        if code != 0:
+            raise StudyError(f"stage {stage!r} failed: {script.split(':')[0]} exited with status {code} "
+                             "(its error is printed above)")
+
+    # Validation ----------------------------------------------------------
+    def check(self) -> list[str]:
+        """Validates everything that can be checked before training; returns the class list."""
+        from cellgen.data_reader import DataError, DataReader
+
+        config = self.config = resolve_sample_paths(self.config)
+        for name in ("train", "val", "test"):
+            if not getattr(config, name):
+                raise ConfigError(f"study: {name} data is not set (give --{name} or set it in the config)")
+            if not Path(getattr(config, name)).exists():
+                raise ConfigError(f"study: {name} data not found: {getattr(config, name)}")
+        try:
+            classes = DataReader(config.train, image_size=config.image_size, batch_size=1).classes
+            for split in ("val", "test"):
+                other = DataReader(getattr(config, split), image_size=config.image_size, batch_size=1).classes
+                if other != classes:
+                    raise ConfigError(f"study: {split} classes {other} differ from train classes {classes}")
+        except DataError as error:
+            raise ConfigError(f"study: {error}") from None
+        if not config.target_classes:
+            raise ConfigError("study: target_classes is empty (which class should be synthesised?)")
+        for class_name in list(config.target_classes) + list(config.limit_class):
+            if class_name not in classes:
+                raise ConfigError(f"study: class {class_name!r} is not in the data (classes: {', '.join(classes)})")
+        script, config_class = GENERATOR_SCRIPTS[config.generator]
+        generator_config = _import(config_class)
+        load_config(generator_config, config.generator_preset, config.generator_overrides)
+        load_config(generator_config, config.finetune_preset or config.generator_preset, config.finetune_overrides)
+        load_config(_import(CLASSIFIER_CONFIG), config.classifier_preset, config.classifier_overrides)
+        if config.base_run:
+            base = RunDir.open(config.base_run)
+            if base.kind != config.generator:
+                raise ConfigError(f"study: base_run {config.base_run} is a {base.kind!r} run, "
+                                  f"not {config.generator!r}")
+        unknown_arms = set(config.arms) - {"baseline", "classical", "synthetic", "classical+synthetic"}
+        if unknown_arms:
+            raise ConfigError(f"study: unknown arm(s) {', '.join(sorted(unknown_arms))}")
+        return classes
+
+    # Running ---------------------------------------------------------------
+    def run(self, from_stage: str | None = None, until: str | None = None) -> Path:
+        """Runs the pending stages (all from ``from_stage`` when given); returns the report path."""
+        if from_stage is not None and from_stage not in STAGES:
+            raise ConfigError(f"--from: unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
+        if until is not None and until not in STAGES:
+            raise ConfigError(f"--until: unknown stage {until!r}; stages: {', '.join(STAGES)}")
+        self.check()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._save_config(allow_changes=from_stage is not None)
+        if from_stage is not None:
+            for stage in STAGES[STAGES.index(from_stage):]:
+                (self.stage_dir / f"{stage}.json").unlink(missing_ok=True)
+            self._clear_outputs(from_stage)
+        for stage in STAGES:
+            if self.is_done(stage):
+                print(f"[study] stage {stage}: done before, skipped")
+            else:
+                print(f"[study] stage {stage}: running")
+                started = time.time()
+                try:
+                    outputs = getattr(self, f"stage_{stage}")()
+                except StudyError:
+                    raise
+                except Exception as error:
+                    message = str(error).strip() or type(error).__name__
+                    raise StudyError(f"stage {stage!r} failed: {message}") from error
+                self._mark_done(stage, started, outputs)
+            if stage == until:
+                break
+        return self.directory / "report.md"
+
+    def _save_config(self, allow_changes: bool = False) -> None:
+        values = self.config.to_dict()
+        config_path = self.directory / "study.toml"
+        if config_path.is_file() and not allow_changes:
+            saved = read_json(self.directory / "study.json")
+            changed = sorted(key for key in values if key not in ("out",) and saved.get(key) != values[key])
+            if changed:
+                raise ConfigError(f"study: {self.directory} was started with different settings "
+                                  f"({', '.join(changed)}); use another --out, or --from STAGE to re-run from the first stage they affect")
+        write_json(self.directory / "study.json", values)
+        config_path.write_text(to_toml(values), encoding="utf-8")
+
+    def _clear_outputs(self, from_stage: str) -> None:
+        """Removes the outputs of the stages that are re-run, so they start clean."""
+        index = STAGES.index(from_stage)
+        owned = {
+            "prepare": [self.directory / "data"],
+            "base": [] if self.config.base_run else [self.base_run],
+            "finetune": [self.finetune_run(name) for name in self.config.target_classes],
+            "generate": [self.synthetic_dir()],
+            "evaluate": [self.evaluation_dir],
+            "classify": [self.classifier_dir],
+            "report": [],
+        }
+        for stage in STAGES[index:]:
+            for path in owned[stage]:
+                if path.exists():
+                    shutil.rmtree(path)
+
+    # Stages --------------------------------------------------------------------
+    def stage_prepare(self) -> dict[str, Any]:
+        from cellgen.data_reader import DataReader
+
+        config = self.config
+        full = DataReader(config.train, image_size=config.image_size, batch_size=1, shuffle=False,
+                          seed=config.seed, on_error=config.on_error)
+        kept = DataReader(config.train, image_size=config.image_size, batch_size=1, shuffle=False,
+                          seed=config.seed, on_error=config.on_error, class_limits=config.limit_class or None)
+        self.kept_csv.parent.mkdir(parents=True, exist_ok=True)
+        rows = kept.kept_files()
+        with open(self.kept_csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            for path, label in rows:
+                writer.writerow([str(Path(path).resolve()), label])
+        if full.skipped:
+            full.write_skip_report(self.directory / "data")
+        counts = {"original": full.class_counts(), "kept": kept.class_counts()}
+        write_json(self.directory / "data" / "counts.json", counts)
+        return {"kept_csv": str(self.kept_csv), **counts}
+
+    def _generator_argv(self, preset: str, overrides: Sequence[str]) -> list[str]:
+        config = self.config
+        argv = ["--config", str(resolve_preset_path(preset)), "--data", str(self.kept_csv),
+                "--size", config.image_size, "--seed", config.seed, "--precision", config.precision,
+                "--strategy", config.strategy]
+        for item in overrides:
+            argv += ["--set", item]
+        return argv
+
+    def _resume_flag(self, run_path: Path) -> list[str]:
+        return ["--resume"] if (run_path / "config.json").is_file() else []
+
+    def stage_base(self) -> dict[str, Any]:
+        if self.config.base_run:
+            return {"run": str(self.base_run), "reused": True}
+        script = GENERATOR_SCRIPTS[self.config.generator][0]
+        argv = self._generator_argv(self.config.generator_preset, self.config.generator_overrides)
+        self.call("base", script, argv + ["--out", self.base_run] + self._resume_flag(self.base_run))
+        return {"run": str(self.base_run), "reused": False}
+
+    def stage_finetune(self) -> dict[str, Any]:
+        script = GENERATOR_SCRIPTS[self.config.generator][0]
+        preset = self.config.finetune_preset or self.config.generator_preset
+        runs = {}
+        for class_name in self.config.target_classes:
+            run_path = self.finetune_run(class_name)
+            if RunDir(run_path).is_complete:
+                runs[class_name] = str(run_path)
+                continue
+            argv = self._generator_argv(preset, self.config.finetune_overrides)
+            argv += ["--finetune-from", self.base_run, "--class", class_name, "--out", run_path]
+            self.call("finetune", script, argv + self._resume_flag(run_path))
+            runs[class_name] = str(run_path)
+        return {"runs": runs}
+
+    def synthetic_counts(self) -> dict[str, int]:
+        """Images to generate per target class (fill back to the original count by default)."""
+        counts = read_json(self.directory / "data" / "counts.json")
+        result = {}
+        for class_name in self.config.target_classes:
+            if self.config.synthetic_count:
+                result[class_name] = self.config.synthetic_count
+            else:
+                missing = counts["original"][class_name] - counts["kept"][class_name]
+                # Without a cap, match the real count (N&Z: synthetic = real abnormal count).
+                result[class_name] = missing if missing > 0 else counts["kept"][class_name]
+        return result
+
+    def stage_generate(self) -> dict[str, Any]:
+        counts = self.synthetic_counts()
+        for index, (class_name, count) in enumerate(counts.items()):
+            out = self.synthetic_dir(class_name)
+            if out.exists():
+                shutil.rmtree(out)  # a half-written folder from an interrupted run
+            argv = ["--run", self.finetune_run(class_name), "--n", count, "--out", out,
+                    "--seed", self.config.seed + 1000 * (index + 1), "--quiet"]
+            if self.config.generator == "ddim":
+                argv += ["--steps", self.config.sample_steps]
+            self.call("generate", "cellgen.cli.generate:main", argv)
+        return {"counts": counts, "folder": str(self.synthetic_dir())}
+
+    def _classifier_argv(self) -> list[str]:
+        config = self.config
+        argv = ["--config", str(resolve_preset_path(config.classifier_preset)), "--train", self.kept_csv,
+                "--val", config.val, "--test", config.test, "--size", config.image_size,
+                "--precision", config.precision, "--strategy", config.strategy, "--quiet"]
+        for item in config.classifier_overrides:
+            argv += ["--set", item]
+        return argv
+
+    def domain_extractor(self) -> Path:
+        """Trains (once) a classifier on the kept real training images; its features feed FID/KID.
+
+        It sees only the kept training images (validation picks its epoch), never
+        synthetic or test images.
+        """
+        out = self.evaluation_dir / "feature_classifier"
+        model = out / "baseline" / "seed-0" / "models" / "best.keras"
+        found = sorted(out.rglob("best.keras")) if out.is_dir() else []
+        if found:
+            return found[0]
+        argv = self._classifier_argv() + ["--out", out, "--arms", "baseline", "--seeds", 1,
+                                          "--seed", self.config.seed, "--set", "save_models=true"]
+        self.call("evaluate", CLASSIFIER_SCRIPT, argv + (["--resume"] if out.is_dir() else []))
+        found = sorted(out.rglob("best.keras"))
+        if not found:
+            raise StudyError(f"stage 'evaluate': the feature classifier in {out} saved no best.keras "
+                             f"(expected {model})")
+        return found[0]
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        config = self.config
+        extractor = config.extractor
+        if extractor == "domain":
+            extractor = str(self.domain_extractor())
+        outputs: dict[str, Any] = {"extractor": config.extractor if config.extractor != "domain"
+                                   else f"a domain classifier trained on the kept real images ({extractor})"}
+        for index, class_name in enumerate(config.target_classes):
+            generated = self.synthetic_dir(class_name)
+            if extractor != "none":
+                count = config.evaluation_count or 10_000
+                argv = ["--real", config.val, "--class", class_name, "--generated", generated,
+                        "--extractor", extractor, "--n", count, "--seeds", config.evaluation_seeds,
+                        "--train", self.kept_csv, "--size", config.image_size,
+                        "--out", self.evaluation_dir / class_name, "--overwrite", "--quiet",
+                        "--cache-dir", self.evaluation_dir / "feature_cache"]
+                self.call("evaluate", "cellgen.cli.evaluate_generator:main", argv)
+            if config.expert_kit_size:
+                kit = self.directory / "expert_kit" / class_name
+                argv = ["make", "--real", config.val, "--class", class_name, "--synthetic", generated,
+                        "--n", config.expert_kit_size, "--out", kit, "--seed", config.seed + index,
+                        "--overwrite"]
+                self.call("evaluate", "cellgen.cli.expert_test:main", argv)
+                outputs.setdefault("expert_kits", {})[class_name] = str(kit)
+        return outputs
+
+    def stage_classify(self) -> dict[str, Any]:
+        config = self.config
+        counts = self.synthetic_counts()
+        argv = self._classifier_argv() + ["--out", self.classifier_dir, "--arms", ",".join(config.arms),
+                                          "--seeds", config.seeds, "--seed", config.seed]
+        if any("synthetic" in arm for arm in config.arms):
+            if len(set(counts.values())) > 1:
+                raise StudyError("stage 'classify': the target classes need different synthetic counts "
+                                 f"({counts}); set synthetic_count to one number")
+            argv += ["--synthetic", self.synthetic_dir(), "--synthetic-classes", ",".join(counts),
+                     "--synthetic-count", next(iter(counts.values()))]
+        if (self.classifier_dir / "config.json").is_file():
+            argv.append("--resume")
+        self.call("classify", CLASSIFIER_SCRIPT, argv)
+        report = self.classifier_dir / "report.json"
+        if not report.is_file():
+            raise StudyError(f"stage 'classify': {report} was not written")
+        return {"report": str(report)}
+
+    def stage_report(self) -> dict[str, Any]:
+        from cellgen.study.report import write_report
+
+        paths = write_report(self)
+        return {key: str(value) for key, value in paths.items()}
+
+
+def run_study(config: StudyConfig, directory: str | Path, from_stage: str | None = None,
+              until: str | None = None) -> Path:
+    """Runs (or resumes) a study; returns the path of ``report.md``."""
+    return Study(config, directory).run(from_stage=from_stage, until=until)
+
+
+StageFunction = Callable[[Study], dict[str, Any]]

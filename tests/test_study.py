@@ -1,0 +1,105 @@
+"""End-to-end augmentation study on the smallest settings (issue: one-command study)."""
+
+import json
+
+import pytest
+
+from cellgen.cli.run_study import main as run_study_main
+from cellgen.config import ConfigError, load_config
+from cellgen.study.config import StudyConfig
+from cellgen.study.pipeline import STAGES, Study, StudyError
+
+TINY_OVERRIDES = [
+    "train=sample:train", "val=sample:val", "test=sample:test", "image_size=16",
+    "generator=vanilla_gan", "generator_preset=gan_fast",
+    "generator_overrides=[\"epochs=1\", \"depth_g=16\", \"depth_d=8\", \"d_layers=2\", \"start_size=4\", \"batch_size=16\"]",
+    "finetune_preset=gan_fast",
+    "finetune_overrides=[\"epochs=1\", \"batch_size=4\", \"freeze_d_layers=1\", \"depth_g=16\", \"depth_d=8\", \"d_layers=2\", \"start_size=4\"]",
+    "target_classes=basophil", "limit_class=basophil=6", "classifier_preset=classifier_fast",
+    "classifier_overrides=[\"epochs=1\", \"cnn_width=4\", \"cnn_blocks=2\", \"batch_size=32\"]",
+    "arms=baseline,synthetic", "seeds=1", "expert_kit_size=6", "evaluation_seeds=1",
+]
+
+
+def _config(**extra):
+    overrides = list(TINY_OVERRIDES) + [f"{key}={value}" for key, value in extra.items()]
+    return load_config(StudyConfig, None, overrides)
+
+
+def test_full_study_writes_every_stage_and_the_report(tmp_path):
+    study = Study(_config(), tmp_path / "study")
+    report = study.run()
+    for stage in STAGES:
+        assert study.is_done(stage), stage
+    # Scarcity: every stage read the kept list, which has exactly 6 basophils.
+    rows = (study.kept_csv).read_text().splitlines()[1:]
+    assert sum(1 for row in rows if row.endswith(",basophil")) == 6
+    counts = json.loads((study.directory / "data" / "counts.json").read_text())
+    assert counts["kept"]["basophil"] == 6 and counts["original"]["basophil"] == 24
+    # Fill back to the original count: 24 - 6 synthetic basophils.
+    assert len(list(study.synthetic_dir("basophil").glob("*.png"))) == 18
+    base_config = json.loads((study.base_run / "config.json").read_text())
+    finetune_config = json.loads((study.finetune_run("basophil") / "config.json").read_text())
+    assert base_config["data"] == finetune_config["data"] == str(study.kept_csv)
+    assert (study.evaluation_dir / "basophil" / "metrics.json").is_file()
+    assert (study.directory / "expert_kit" / "basophil").is_dir()
+    classifier = json.loads((study.classifier_dir / "report.json").read_text())
+    assert set(classifier["arms"]) == {"baseline", "synthetic"}
+    text = report.read_text()
+    assert "| arm | weighted F1" in text and "## Verdict" in text
+    assert "report_assets/real_vs_synthetic_basophil.png" in text
+    html = (study.directory / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    commands = (study.directory / "commands.sh").read_text()
+    assert "train_vanilla_gan.py" in commands and "evaluate_classifier.py" in commands
+
+
+def test_interrupted_study_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
+    directory = tmp_path / "study"
+    config = _config(arms="baseline", expert_kit_size=0, extractor="none")
+    original = Study.stage_classify
+
+    def crash(self):
+        raise KeyboardInterrupt("killed during stage classify")
+
+    monkeypatch.setattr(Study, "stage_classify", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Study(config, directory).run()
+    finished = {stage: (directory / "stages" / f"{stage}.json").stat().st_mtime_ns
+                for stage in STAGES[:STAGES.index("classify")]}
+    base_weights = sorted((directory / "generators" / "base").rglob("*.h5"))
+    base_times = [path.stat().st_mtime_ns for path in base_weights]
+    assert not Study(config, directory).is_done("classify")
+
+    monkeypatch.setattr(Study, "stage_classify", original)
+    Study(config, directory).run()
+    for stage, mtime in finished.items():
+        assert (directory / "stages" / f"{stage}.json").stat().st_mtime_ns == mtime, stage
+    assert [path.stat().st_mtime_ns for path in base_weights] == base_times
+    assert Study(config, directory).is_done("report")
+
+
+def test_broken_configs_fail_before_training(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="generator"):
+        _config(generator="stylegan")
+    study = Study(_config(target_classes="megakaryocyte"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="megakaryocyte"):
+        study.run()
+    assert not (tmp_path / "a" / "generators").exists()
+    preset = tmp_path / "bad.toml"
+    preset.write_text('kind = "study"\ntarget_classes = ["basophil"]\ngenerator = "diffusion-gan"\n')
+    assert run_study_main(["--config", str(preset), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "generator" in err and "Traceback" not in err
+    study = Study(_config(generator_overrides='["no_such_key=1"]'), tmp_path / "c")
+    with pytest.raises(ConfigError, match="no_such_key"):
+        study.run()
+    assert not (tmp_path / "c" / "generators").exists()
+
+
+def test_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path):
+    config = _config(finetune_overrides='["epochs=1", "batch_size=64"]')
+    study = Study(config, tmp_path / "study")
+    with pytest.raises(StudyError, match="finetune"):
+        study.run()
+    assert study.is_done("base") and (study.base_run / "config.json").is_file()

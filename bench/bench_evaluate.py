@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--inception-images", type=int, default=48)
     parser.add_argument("--small-side", type=int, default=150, help="reduced InceptionV3 input side")
     parser.add_argument("--metric-n", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=3, help="domain classifier epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="domain classifier epochs")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)

@@ -227,8 +227,10 @@ def test_evaluate_generated_with_fresh_images_and_small_sets(domain_model, sampl
                                 progress=False, memorization_n=10)
     assert result["settings"]["image_size"] == 40
     assert result["memorization"]["pixels"]["share_below"] == 0.0
-    assert any("real set has 24 images" in note for note in result["notes"])
-    assert any("generated set has 10 images" in note for note in result["notes"])
+    assert any("real set has 24 images: n=10" in note for note in result["notes"])
+    assert any("generated set has 10 images: n=10" in note for note in result["notes"])
+    assert all(row["n_real"] == row["n_generated"] == 10 for row in result["per_seed"])
+    assert result["settings"]["n_used"] == 10
     assert result["summary"]["precision"]["mean"] < 0.5
     with pytest.raises(EvaluationError, match="--n must be at least 6"):
         evaluate_generated(sample_data, noise, ClassifierExtractor(domain_model[0]), n=3, progress=False)
@@ -236,7 +238,8 @@ def test_evaluate_generated_with_fresh_images_and_small_sets(domain_model, sampl
     per_class = evaluate_generated(sample_data, sample_path("val"), ClassifierExtractor(domain_model[0]), n=20,
                                    seeds=1, class_name="basophil", kid_subset_size=8, kid_subsets=2,
                                    use_cache=False, progress=False, memorization=False)
-    assert per_class["generated"]["images"] == 8 and per_class["per_seed"][0]["n_generated"] == 8
+    assert per_class["generated"]["images"] == 8
+    assert per_class["per_seed"][0]["n_generated"] == per_class["per_seed"][0]["n_real"] == 8
     two_classes = tmp_path / "two_classes"
     for name in ("eosinophil", "lymphocyte"):
         shutil.copytree(sample_path("val") / name, two_classes / name)

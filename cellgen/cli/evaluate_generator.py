@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extractor-size", type=int, default=None,
                         help="InceptionV3 input side (default 299; smaller is faster but not comparable)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
-                        help="InceptionV3 compute precision (bf16 is ~4x faster on AMX CPUs; default fp32)")
+                        help="InceptionV3 compute precision (bf16 is 2-4x faster on AMX CPUs; default fp32)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="image-decoding threads")
     parser.add_argument("--cache-dir", default=None,

@@ -362,7 +362,7 @@ def score_answers(truths: Sequence[str], answers: Sequence[str],
 
     result = {"all": summary(range(len(truths))), "per_class": {}}
     if classes is not None:
-        names = list(dict.fromkeys(classes))
+        names = sorted(set(classes))
         if len(names) > 1:
             for name in names:
                 result["per_class"][name] = summary([index for index, value in enumerate(classes) if value == name])

@@ -159,7 +159,7 @@ class InceptionExtractor(FeatureExtractor):
         input_size: side the images are resized to; 299 is the standard. Smaller sides
             (>= 75) run much faster on a CPU but give FIDs that are not comparable.
         batch_size: images per forward pass.
-        precision: ``fp32`` (reference) or ``bf16`` (about 4x faster on CPUs with AMX;
+        precision: ``fp32`` (reference) or ``bf16`` (2-4x faster on CPUs with AMX;
             features differ slightly, so compare FIDs computed with the same precision).
 
     Example:

@@ -7,7 +7,8 @@ deviation over 5 seeds), each seed draws ``n`` real images (a random subset of
 the real features, computed once and cached) and ``n`` generated images (new
 samples from a generator, or a random subset of a folder of generated images
 when it holds more than ``n``), and computes FID, KID, precision, recall,
-density and coverage. The summary reports the mean and the sample standard
+density and coverage. Both sets always have the same size, ``min(n, real images,
+generated images)``: FID's bias and the meaning of density and coverage depend on it. The summary reports the mean and the sample standard
 deviation (N - 1) over seeds.
 
 Images are compared at one resolution, ``image_size`` (by default the generated
@@ -31,7 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from cellgen.evaluate.errors import EvaluationError
-from cellgen.evaluate.features import (FeatureCache, FeatureExtractor, FeatureSet, extract_features,
+from cellgen.evaluate.features import (FeatureCache, FeatureSet, extract_features,
                                        features_of_source, load_extractor, pixels_of_source, read_files)
 from cellgen.evaluate.fid import fid_from_features, fid_infinity
 from cellgen.evaluate.kid import kernel_inception_distance
@@ -189,14 +190,10 @@ def evaluate_generated(real, generated, extractor="inception", n: int = 10_000, 
     real_set = _real_feature_set(real, extractor, image_size, crop, class_name, batch_size, workers, cache, progress)
     if len(real_set) < max(2, nearest_k + 1):
         raise EvaluationError(f"{real_set.source}: only {len(real_set)} real images; need more than {nearest_k}")
-    n_real = min(n, len(real_set))
-    if n_real < n:
-        notes.append(f"the real set has {len(real_set)} images: each seed uses all of them instead of n={n}")
 
-    keep = min(n, memorization_n) if memorization else 0
-    keep = max(keep, min(grid_count, n))
+    keep = max(min(n, memorization_n) if memorization else 0, min(grid_count, n))
     sampler = generated if _is_sampler(generated) else None
-    fixed_features = fixed_files = None
+    fixed_features = None
     kept_generated = None
     generated_info: dict[str, Any]
     if sampler is not None:
@@ -212,7 +209,7 @@ def evaluate_generated(real, generated, extractor="inception", n: int = 10_000, 
             fixed_features, kept_generated = extract_features(
                 extractor, _array_batches(images, batch_size), total=len(images),
                 description="generated features", progress=progress, keep_images=keep)
-            fixed_files, source_name = [], "<array>"
+            source_name = "<array>"
         else:
             from cellgen.data_reader import DataReader
 
@@ -228,31 +225,37 @@ def evaluate_generated(real, generated, extractor="inception", n: int = 10_000, 
             fixed_features, kept_generated = extract_features(
                 extractor, reader.epoch(0), total=reader.num_images, description="generated features",
                 progress=progress, keep_images=keep)
-            fixed_files, source_name = reader.files, os.fspath(generated)
+            source_name = os.fspath(generated)
         if len(fixed_features) < max(2, nearest_k + 1):
             raise EvaluationError(f"{source_name}: only {len(fixed_features)} generated images; "
                                   f"need more than {nearest_k}")
-        if len(fixed_features) < n:
-            notes.append(f"the generated set has {len(fixed_features)} images: each seed uses all of them "
-                         f"instead of n={n}")
         generated_info = {"source": source_name, "images": int(len(fixed_features))}
+    # Both sets get the same size: FID's bias and the meaning of density and coverage depend on it.
+    count = min(n, len(real_set), len(fixed_features) if fixed_features is not None else n)
+    if len(real_set) < n:
+        notes.append(f"the real set has {len(real_set)} images: n={count} per set and seed instead of {n}")
+    if fixed_features is not None and len(fixed_features) < n:
+        notes.append(f"the generated set has {len(fixed_features)} images: n={count} per set and seed "
+                     f"instead of {n}")
+    if sampler is not None:
+        generated_info["images_per_seed"] = count
 
     per_seed = []
     for seed in range(seeds):
         real_rng = np.random.default_rng([seed, 1])
-        real_index = (np.arange(len(real_set)) if n_real >= len(real_set)
-                      else np.sort(real_rng.choice(len(real_set), size=n_real, replace=False)))
+        real_index = (np.arange(len(real_set)) if count >= len(real_set)
+                      else np.sort(real_rng.choice(len(real_set), size=count, replace=False)))
         real_features = real_set.features[real_index]
         if sampler is not None:
             generated_features, images = extract_features(
-                extractor, _sampler_batches(sampler, n, seed, draw_class, batch_size, image_size), total=n,
+                extractor, _sampler_batches(sampler, count, seed, draw_class, batch_size, image_size), total=count,
                 description=f"generating + features (seed {seed})", progress=progress,
                 keep_images=keep if seed == 0 else 0)
             if seed == 0:
                 kept_generated = images
-        elif len(fixed_features) > n:
+        elif len(fixed_features) > count:
             generated_rng = np.random.default_rng([seed, 2])
-            generated_features = fixed_features[np.sort(generated_rng.choice(len(fixed_features), size=n,
+            generated_features = fixed_features[np.sort(generated_rng.choice(len(fixed_features), size=count,
                                                                              replace=False))]
         else:
             generated_features = fixed_features
@@ -272,7 +275,7 @@ def evaluate_generated(real, generated, extractor="inception", n: int = 10_000, 
                for name in METRICS + (("fid_infinity",) if with_fid_infinity else ())}
 
     result: dict[str, Any] = {
-        "settings": {"n": n, "seeds": seeds, "image_size": image_size, "crop": crop, "class": class_name,
+        "settings": {"n": n, "n_used": count, "seeds": seeds, "image_size": image_size, "crop": crop, "class": class_name,
                      "nearest_k": nearest_k, "kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets,
                      "memorization_quantile": memorization_quantile, "pixel_size": pixel_size,
                      "extractor": extractor.describe()},
@@ -353,7 +356,8 @@ def markdown_report(result: dict[str, Any]) -> str:
              f"- generated: `{result['generated']['source']}`",
              f"- extractor: {settings['extractor']['name']} ({settings['extractor']['feature_dim']} features, "
              f"{settings['extractor']['precision']})",
-             f"- n = {settings['n']} per set and seed, {settings['seeds']} seed(s), images compared at "
+             f"- n = {settings['n_used']} per set and seed (requested {settings['n']}), {settings['seeds']} seed(s), "
+             f"images compared at "
              f"{settings['image_size']} px, k = {settings['nearest_k']}", "",
              "| metric | mean | std |", "| --- | ---: | ---: |"]
     for name, values in result["summary"].items():

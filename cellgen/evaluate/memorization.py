@@ -19,7 +19,10 @@ training set as a training image is to the others); copies push it towards 1.
 ``median_ratio`` (median generated NN distance / median training NN distance)
 well below 1 points the same way. The training data may itself hold near
 duplicates (the PBC data does; see the data README), which makes the threshold
-small and the check conservative. A PNG of the closest pairs lets a person judge.
+small and the check conservative. Pixel distances also favour blurry images (on
+pbc128, basophils blurred with sigma 3 px score a pixel share of 0.46 and a
+feature share of 0; see bench/bench_evaluate.py), so read the two spaces
+together, and the PNG of the closest pairs lets a person judge.
 
 Example:
     >>> rng = np.random.default_rng(0)

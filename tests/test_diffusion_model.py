@@ -118,6 +118,13 @@ def test_discrete_ddpm_mode_samples_over_all_steps():
     assert np.abs(ancestral - model.generate(2, seed=2)).max() > 1e-3
     strided = model.generate(2, steps=5, method="ddim", seed=1)
     assert strided.shape == (2, 16, 16, 3) and np.abs(strided - ancestral).max() > 1e-3
+    # generate.py: a discrete run samples ancestrally over all T steps unless --steps asks for DDIM.
+    from cellgen.diffusion.sampling import DiffusionSampler
+
+    default = DiffusionSampler(model)
+    assert (default.method, default.steps) == ("ddpm", 20)
+    np.testing.assert_array_equal(default.sample(2, seed=1), ancestral)
+    assert (DiffusionSampler(model, steps=5).method, DiffusionSampler(model, steps=5).steps) == ("ddim", 5)
 
 
 def test_keras_file_and_checkpoint_round_trip_keep_ema_weights(tmp_path):

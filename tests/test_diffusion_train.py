@@ -18,19 +18,18 @@ from cellgen.runs import RunDir, RunError, TrainingState, read_history, read_jso
 
 # The resumed and diverging copies skip validation and KID (tested by the base run).
 NO_VALIDATION = ["--set", "val_data=", "--set", "kid_encoder=none", "--set", "run_eagerly=true", "--quiet"]
-TINY = ["--size", "16", "--batch-size", "16", "--set", "depth=2", "--set", "base_width=8",
+TINY = ["--size", "16", "--batch-size", "16", "--precision", "fp32", "--set", "depth=2", "--set", "base_width=8",
+        "--set", "block_kind=r2", "--set", "block_depth=1",
         "--set", "grid_size=4", "--set", "diffusion_steps=3", "--set", "normalizer_batches=2",
         "--set", "learning_rate=5e-3", "--set", "sample_every=1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def pbc_train(request) -> Path:
+def pbc_train() -> Path:
     """The 128-image tiny PBC subset when ../shared/data is there, else the embedded sample."""
-    from tests.conftest import SHARED_DATA
-
     from cellgen.sample_data import sample_path
 
-    tiny = SHARED_DATA / "pbc128-tiny"
+    tiny = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc128-tiny"
     return tiny if tiny.is_dir() else sample_path("train")
 
 

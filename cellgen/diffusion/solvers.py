@@ -79,7 +79,7 @@ def ddim_sample(network: NetworkFn, initial_noise, signal_rates, noise_rates, et
         signal_rates, noise_rates: 1-D float32 tensors of ``steps + 1`` levels (see the
             ``*_rate_sequence`` helpers); the network is evaluated at the first ``steps``.
         eta: 0 deterministic DDIM ... 1 stochastic (DDPM-like).
-        seed: stateless seed of the per-step noise (it is multiplied by 0 when eta = 0).
+        seed: stateless seed of the per-step noise (only drawn when eta > 0).
 
     Returns:
         The predicted clean images ``x0_hat`` of the last step (float32).
@@ -101,8 +101,11 @@ def ddim_sample(network: NetworkFn, initial_noise, signal_rates, noise_rates, et
         ratio = tf.clip_by_value(signal_rate * signal_rate / (next_signal_rate * next_signal_rate), 0.0, 1.0)
         sigma = eta * tf.math.divide_no_nan(next_noise_rate, noise_rate) * tf.sqrt(1.0 - ratio)
         direction = tf.sqrt(tf.maximum(next_noise_rate * next_noise_rate - sigma * sigma, 0.0))
-        z = tf.random.stateless_normal(tf.shape(x), seed=seed + tf.stack([0, step + 1]))
-        x = next_signal_rate * predicted_images + direction * predicted_noises + sigma * z
+        x = next_signal_rate * predicted_images + direction * predicted_noises
+        # Deterministic DDIM (eta = 0) draws no per-step noise at all.
+        x = tf.cond(eta > 0.0,
+                    lambda: x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seed + tf.stack([0, step + 1])),
+                    lambda: x)
         return step + 1, x, predicted_images
 
     _, _, predicted_images = tf.while_loop(lambda step, *_: step < steps, body, (tf.constant(0), x, x))

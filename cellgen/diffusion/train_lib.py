@@ -249,9 +249,11 @@ def _make_readers(config: DiffusionConfig):
                   on_error=config.on_error, workers=config.workers, class_filter=class_filter)
     # Full batches only: a static batch splits evenly over replicas and batch statistics of a
     # one-image remainder are meaningless. A class smaller than the batch trains on one smaller batch.
-    reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=False, **common)
-    if reader.num_images >= config.batch_size:
+    try:
         reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=True, **common)
+    except DataError:
+        # Fewer images than one batch (or a real data problem, which the second attempt reports).
+        reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=False, **common)
     val_reader = None
     if config.val_data:
         try:

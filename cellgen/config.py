@@ -58,6 +58,7 @@ class CommonConfig:
     """
 
     kind: ClassVar[str] = "common"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16", "auto")
 
     data: str = ""
     out: str = ""
@@ -88,8 +89,8 @@ class CommonConfig:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.precision not in ("fp32", "bf16", "fp16", "auto"):
-            raise ConfigError(f"precision must be one of fp32, bf16, fp16, auto; got {self.precision!r}")
+        if self.precision not in self.precisions:
+            raise ConfigError(f"precision must be one of {', '.join(self.precisions)}; got {self.precision!r}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.crop < 0:

@@ -6,6 +6,7 @@ import pytest
 
 from cellgen.cli.run_study import main as run_study_main
 from cellgen.config import ConfigError, load_config
+from cellgen.gan.config import VanillaGANConfig
 from cellgen.study.config import StudyConfig
 from cellgen.study.pipeline import STAGES, Study, StudyError
 
@@ -52,6 +53,16 @@ def test_full_study_writes_every_stage_and_the_report(tmp_path):
     assert html.count("data:image/png;base64,") >= 4
     commands = (study.directory / "commands.sh").read_text()
     assert "train_vanilla_gan.py" in commands and "evaluate_classifier.py" in commands
+    # Precision "preset": no stage is forced, each keeps its preset's precision.
+    assert "--precision" not in commands
+    assert base_config["precision"] == load_config(VanillaGANConfig, "gan_fast").precision
+
+
+def test_study_precision_is_forced_only_when_set(tmp_path):
+    assert Study(_config(), tmp_path / "a")._precision_argv() == []
+    assert Study(_config(precision="bf16"), tmp_path / "b")._precision_argv() == ["--precision", "bf16"]
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(VanillaGANConfig, "gan_fast", ["precision=preset"])
 
 
 def test_interrupted_study_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):

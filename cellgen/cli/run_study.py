@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, help="image size")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--seeds", type=int, help="classifier repetitions per arm")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"])
+    parser.add_argument("--precision", choices=["preset", "fp32", "bf16", "fp16", "auto"],
+                        help="force one precision on every stage (default: each preset's own)")
     parser.add_argument("--strategy", help="auto, default, mirrored, multiworker or cpu:N")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study field")
     parser.add_argument("--from", dest="from_stage", choices=STAGES, help="re-run from this stage on")

@@ -46,9 +46,15 @@ class StudyConfig(CommonConfig):
         evaluation_seeds: repetitions of the generator metrics.
         expert_kit_size: images in the blinded real-vs-synthetic kit per class (0 = none).
         sample_steps: diffusion sampling steps (DDIM) for generation.
+        precision: ``preset`` (default: every stage uses its preset's precision) or one
+            precision forced on every stage.
     """
 
     kind: ClassVar[str] = "study"
+    # "preset": each stage keeps its own preset's precision (bf16 suits the DDIM on AMX CPUs,
+    # while MobileNetV2's depthwise convolutions are slower in bf16 on CPUs).
+    precisions: ClassVar[tuple[str, ...]] = ("preset", "fp32", "bf16", "fp16", "auto")
+    precision: str = "preset"
 
     train: str = ""
     val: str = ""

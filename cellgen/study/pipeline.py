@@ -267,11 +267,15 @@ class Study:
     def _generator_argv(self, preset: str, overrides: Sequence[str]) -> list[str]:
         config = self.config
         argv = ["--config", str(resolve_preset_path(preset)), "--data", str(self.kept_csv),
-                "--size", config.image_size, "--seed", config.seed, "--precision", config.precision,
-                "--strategy", config.strategy]
+                "--size", config.image_size, "--seed", config.seed, "--strategy", config.strategy,
+                *self._precision_argv()]
         for item in overrides:
             argv += ["--set", item]
         return argv
+
+    def _precision_argv(self) -> list[str]:
+        """``--precision P`` when the study forces one; nothing when each preset keeps its own."""
+        return [] if self.config.precision == "preset" else ["--precision", self.config.precision]
 
     def _resume_flag(self, run_path: Path) -> list[str]:
         return ["--resume"] if (run_path / "config.json").is_file() else []
@@ -329,7 +333,7 @@ class Study:
         config = self.config
         argv = ["--config", str(resolve_preset_path(config.classifier_preset)), "--train", self.kept_csv,
                 "--val", config.val, "--test", config.test, "--size", config.image_size,
-                "--precision", config.precision, "--strategy", config.strategy, "--quiet"]
+                "--strategy", config.strategy, "--quiet", *self._precision_argv()]
         for item in config.classifier_overrides:
             argv += ["--set", item]
         return argv

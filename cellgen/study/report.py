@@ -26,6 +26,10 @@ class Block:
     level: int = 2
 
 
+def _precision_label(precision: str) -> str:
+    return "each preset's own" if precision == "preset" else precision
+
+
 def _mean_std(stats: dict[str, Any] | None, digits: int = 3) -> str:
     if not stats:
         return "-"
@@ -193,7 +197,7 @@ def build_blocks(study) -> list[Block]:
                         f"{' '.join(config.finetune_overrides)}".strip()],
         ["classifier", f"preset `{config.classifier_preset}` {' '.join(config.classifier_overrides)}".strip()],
         ["arms / seeds", f"{', '.join(config.arms)} / {config.seeds}"],
-        ["image size / precision / strategy", f"{config.image_size} px / {config.precision} / {config.strategy}"],
+        ["image size / precision / strategy", f"{config.image_size} px / {_precision_label(config.precision)} / {config.strategy}"],
     ]
     from cellgen.study.pipeline import STAGES
 

@@ -283,7 +283,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_required: bool 
                         help="override any config field (repeatable)")
 
 
-_FLAG_TO_FIELD = {
+def add_run_arguments(parser: argparse.ArgumentParser, finetune_help: str | None = None) -> None:
+    """Adds ``--resume`` and ``--quiet`` (and, given ``finetune_help``, ``--finetune-from`` and ``--class``)."""
+    if finetune_help:
+        parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]", help=finetune_help)
+        parser.add_argument("--class", dest="class_name", metavar="NAME",
+                            help="train on this class only (e.g. the rare class to fine-tune on)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
+                             "--epochs and --set still apply)")
+    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+
+
+FLAG_TO_FIELD = {
     "data": "data", "out": "out", "size": "image_size", "epochs": "epochs",
     "batch_size": "batch_size", "seed": "seed", "precision": "precision", "strategy": "strategy",
 }
@@ -296,11 +308,50 @@ def config_from_args(config_class: type[C], args: argparse.Namespace, base: C | 
     else:
         config = apply_overrides(base, parse_set_options(getattr(args, "set", []) or []))
     flags = {}
-    for flag, field in _FLAG_TO_FIELD.items():
+    for flag, field in FLAG_TO_FIELD.items():
         value = getattr(args, flag, None)
         if value is not None:
             flags[field] = value
     return apply_overrides(config, flags)
+
+
+def resumable_config(config_class: type[C], args: argparse.Namespace, flags: dict[str, Any] | None = None,
+                     fixed_on_resume: Sequence[str] = ()) -> tuple[C, bool]:
+    """A training script's config, new or resumed; returns ``(config, resumed)``.
+
+    A new run: preset, ``--set``, common flags, then the stage's own ``flags``. With
+    ``--resume`` and an existing ``--out``: the saved config plus those overrides, and
+    the fields in ``fixed_on_resume`` (what the checkpoint's weights depend on) may not change.
+
+    Raises:
+        ConfigError: a fixed field was changed on resume.
+    """
+    from cellgen.runs import RunDir
+
+    flags = {key: value for key, value in (flags or {}).items() if value is not None}
+    out = getattr(args, "out", None)
+    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
+        saved = RunDir.open(out).load_config(config_class)
+        config = config_from_args(config_class, args, base=saved)
+        config = config.replace(**flags) if flags else config
+        changed = [name for name in fixed_on_resume if getattr(config, name) != getattr(saved, name)]
+        if changed:
+            raise ConfigError(f"--resume cannot change {', '.join(changed)} (the checkpoint depends on "
+                              "them); start a new run instead")
+        return config, True
+    config = config_from_args(config_class, args)
+    return (config.replace(**flags) if flags else config), False
+
+
+def require_fields(config: CommonConfig, **messages: str) -> None:
+    """Raises ConfigError with the message of the first empty field.
+
+    Example:
+        >>> require_fields(config, out="no run directory: pass --out DIR")  # doctest: +SKIP
+    """
+    for name, message in messages.items():
+        if not getattr(config, name):
+            raise ConfigError(message)
 
 
 def to_toml(values: dict[str, Any]) -> str:

@@ -38,24 +38,27 @@ def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
-        from cellgen.runs import NonFiniteLossError
-
         if os.environ.get("CELLGEN_DEBUG"):
             return main(argv)
         try:
             return main(argv)
-        except NonFiniteLossError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_NON_FINITE
-        except _expected_errors() as error:
+        except KeyboardInterrupt:
+            print("interrupted; resume with --resume", file=sys.stderr)
+            return 130
+        except Exception as error:
+            # Imported only on failure: they pull in TensorFlow, which --help should not wait for.
+            from cellgen.runs import NonFiniteLossError
+
+            if isinstance(error, NonFiniteLossError):
+                print(f"error: {error}", file=sys.stderr)
+                return EXIT_NON_FINITE
+            if not isinstance(error, _expected_errors()):
+                raise
             message = str(error).strip() or type(error).__name__
             if isinstance(error, OSError) and getattr(error, "filename", None) and error.filename not in message:
                 message = f"{error.filename}: {message}"
             print(f"error: {message}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except KeyboardInterrupt:
-            print("interrupted; resume with --resume", file=sys.stderr)
-            return 130
 
     return wrapper
 

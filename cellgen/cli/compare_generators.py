@@ -537,9 +537,9 @@ def markdown_table(settings: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.config import ConfigError
 
-    args = build_parser().parse_args(argv)
     models = selected_models(args.models, args.preset)
     overrides = model_overrides(args.set, models)
     limits = sample_limits(args.limit_samples, models)

@@ -84,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.config import ConfigError
     from cellgen.evaluate.generated import evaluate_generated
     from cellgen.runs import RunDir, set_seed
 
-    args = build_parser().parse_args(argv)
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.overwrite:
         raise ConfigError(f"--out {out}: holds results already; pass --overwrite or choose another folder")

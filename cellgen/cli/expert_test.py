@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.evaluate.expert import format_tables, make_kit, score_kit
 
-    args = build_parser().parse_args(argv)
     if args.command == "make":
         kit = make_kit(args.real, args.synthetic, args.out, n=args.n, seed=args.seed, real_share=args.real_share,
                        image_size=args.size, real_crop=crop_option(args.real_crop) if args.real_crop else None,

@@ -81,6 +81,7 @@ def _load(args):
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     import numpy as np
 
     from cellgen.config import ConfigError
@@ -88,7 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cellgen.latent.encoder import reconstruct
     from cellgen.latent.explore import interpolate_latents, load_image_files, perturb_latents, save_strip
 
-    args = build_parser().parse_args(argv)
     if args.command == "interpolate" and args.images and not args.encoder:
         raise ConfigError("interpolate --images needs --encoder RUN (real images are encoded first)")
     if args.command == "interpolate" and args.steps < 1:

@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.config import ConfigError
     from cellgen.sampling import load_sampler, write_samples
 
-    args = build_parser().parse_args(argv)
     if (args.n is None) == (args.per_class is None):
         raise ConfigError("give exactly one of --n N or --per-class N")
     if args.batch_size < 1:

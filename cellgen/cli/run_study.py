@@ -19,7 +19,7 @@ from cellgen.cli.common import guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.study.pipeline import STAGES
+    from cellgen.study.config import STAGES
 
     parser = argparse.ArgumentParser(prog="run_study.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.config import apply_overrides, load_config
     from cellgen.study.config import StudyConfig
     from cellgen.study.pipeline import StudyError, run_study
 
-    args = build_parser().parse_args(argv)
     config = load_config(StudyConfig, args.config, args.set)
     flags = {"train": args.train, "val": args.val, "test": args.test, "image_size": args.size,
              "seed": args.seed, "seeds": args.seeds, "precision": args.precision, "strategy": args.strategy,

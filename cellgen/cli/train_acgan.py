@@ -16,7 +16,6 @@ fixed latents), the networks in models/, logs/history.csv + TensorBoard and metr
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 from cellgen.cli.common import guarded
@@ -27,55 +26,34 @@ FIXED_ON_RESUME = ("image_size", "latent_dim", "backbone", "backbone_epoch", "fr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
+    from cellgen.config import add_common_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(prog="train_acgan.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
     parser.add_argument("--backbone", metavar="RUN", help="trained vanilla_gan run to build on")
     parser.add_argument("--backbone-epoch", type=int, help="saved epoch of the backbone (default: latest)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    add_run_arguments(parser)
     return parser
 
 
 def resolve_config(args: argparse.Namespace):
     """The run's config: preset, ``--set``, flags; on ``--resume`` the saved config plus overrides."""
-    from cellgen.config import ConfigError, config_from_args
+    from cellgen.config import require_fields, resumable_config
     from cellgen.gan.acgan_config import ACGANConfig
-    from cellgen.runs import RunDir
 
-    flags = {}
-    if args.backbone is not None:
-        flags["backbone"] = args.backbone
-    if args.backbone_epoch is not None:
-        flags["backbone_epoch"] = args.backbone_epoch
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        saved = RunDir.open(args.out).load_config(ACGANConfig)
-        config = config_from_args(ACGANConfig, args, base=saved)
-        if flags:
-            config = config.replace(**flags)
-        changed = [name for name in FIXED_ON_RESUME if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)}; start a new run instead")
-    else:
-        config = config_from_args(ACGANConfig, args)
-        if flags:
-            config = config.replace(**flags)
-    if not config.backbone:
-        raise ConfigError("no backbone: pass --backbone VANILLA_GAN_RUN")
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR")
-    if not config.out:
-        raise ConfigError("no run directory: pass --out DIR")
+    flags = {"backbone": args.backbone, "backbone_epoch": args.backbone_epoch}
+    config, _ = resumable_config(ACGANConfig, args, flags, FIXED_ON_RESUME)
+    require_fields(config, backbone="no backbone: pass --backbone VANILLA_GAN_RUN",
+                   data="no training data: pass --data DIR", out="no run directory: pass --out DIR")
     return config
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.gan.acgan import train
 
-    args = build_parser().parse_args(argv)
     config = resolve_config(args)
     train(config, resume=args.resume, verbose=2 if args.quiet else 1)
     return 0

@@ -24,40 +24,23 @@ ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "encoder_filters", "kernel_si
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
+    from cellgen.config import add_common_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(prog="train_cvae.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
-                             "--epochs and --set still apply)")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    add_run_arguments(parser)
     return parser
 
 
 def resolve_config(args: argparse.Namespace):
     """The run's config: the preset and overrides, or on ``--resume`` the saved config plus overrides."""
-    from pathlib import Path
-
-    from cellgen.config import ConfigError, config_from_args
-    from cellgen.runs import RunDir
+    from cellgen.config import require_fields, resumable_config
     from cellgen.vae.config import CVAEConfig
 
-    saved = None
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        saved = RunDir.open(args.out).load_config(CVAEConfig)
-        config = config_from_args(CVAEConfig, args, base=saved)
-        changed = [name for name in ARCHITECTURE_FIELDS if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)} (the checkpoint's weights have "
-                              f"other shapes); start a new run instead")
-    else:
-        config = config_from_args(CVAEConfig, args)
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR (or set data in the config)")
-    if not config.out:
-        raise ConfigError("no run directory: pass --out DIR")
+    config, _ = resumable_config(CVAEConfig, args, fixed_on_resume=ARCHITECTURE_FIELDS)
+    require_fields(config, data="no training data: pass --data DIR (or set data in the config)",
+                   out="no run directory: pass --out DIR")
     return config
 
 

@@ -26,28 +26,22 @@ from cellgen.cli.common import guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
+    from cellgen.config import add_common_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(prog="train_ddim.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
-    parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]",
-                        help="start from a ddim run's saved model (online and EMA weights, image statistics; "
-                             "default: its latest saved epoch)")
-    parser.add_argument("--class", dest="class_name", metavar="NAME",
-                        help="train on this class only (e.g. the rare class to fine-tune on)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
-                             "--epochs and --set still apply)")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    add_run_arguments(parser, finetune_help=(
+        "start from a ddim run's saved model (online and EMA weights, image statistics; "
+        "default: its latest saved epoch)"))
     return parser
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.diffusion.train_lib import resolve_config, train
 
-    args = build_parser().parse_args(argv)
     config = resolve_config(args)
     train(config, resume=args.resume, verbose=2 if args.quiet else 1)
     return 0

@@ -16,7 +16,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 from cellgen.cli.common import guarded
@@ -25,60 +24,41 @@ FIXED_ON_RESUME = ("image_size", "generator", "generator_epoch", "depth", "dropo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
+    from cellgen.config import add_common_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(prog="train_latent_encoder.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
     parser.add_argument("--generator", metavar="RUN", help="trained vanilla_gan run whose generator stays frozen")
     parser.add_argument("--generator-epoch", type=int, help="saved epoch of the generator run (default: latest)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    add_run_arguments(parser)
     return parser
 
 
 def resolve_config(args: argparse.Namespace):
     """The run's config; a new run takes ``image_size`` from the generator run unless ``--size`` is given."""
-    from cellgen.config import ConfigError, config_from_args, parse_set_options
+    from cellgen.config import parse_set_options, require_fields, resumable_config
     from cellgen.latent.encoder import LatentEncoderConfig
-    from cellgen.runs import RunDir
 
-    flags = {}
-    if args.generator is not None:
-        flags["generator"] = args.generator
-    if args.generator_epoch is not None:
-        flags["generator_epoch"] = args.generator_epoch
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        saved = RunDir.open(args.out).load_config(LatentEncoderConfig)
-        config = config_from_args(LatentEncoderConfig, args, base=saved)
-        if flags:
-            config = config.replace(**flags)
-        changed = [name for name in FIXED_ON_RESUME if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)}; start a new run instead")
+    flags = {"generator": args.generator, "generator_epoch": args.generator_epoch}
+    config, resumed = resumable_config(LatentEncoderConfig, args, flags, FIXED_ON_RESUME)
+    if resumed:
         return config
-    config = config_from_args(LatentEncoderConfig, args)
-    if flags:
-        config = config.replace(**flags)
-    if not config.generator:
-        raise ConfigError("no generator: pass --generator VANILLA_GAN_RUN")
+    require_fields(config, generator="no generator: pass --generator VANILLA_GAN_RUN")
     size_given = args.size is not None or "image_size" in parse_set_options(args.set or [])
     if not size_given:
         from cellgen.gan.sampling import load_gan_config
 
         config = config.replace(image_size=load_gan_config(config.generator).image_size)
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR")
-    if not config.out:
-        raise ConfigError("no run directory: pass --out DIR")
+    require_fields(config, data="no training data: pass --data DIR", out="no run directory: pass --out DIR")
     return config
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.latent.encoder import train
 
-    args = build_parser().parse_args(argv)
     config = resolve_config(args)
     train(config, resume=args.resume, verbose=2 if args.quiet else 1)
     return 0

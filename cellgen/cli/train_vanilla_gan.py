@@ -27,20 +27,14 @@ from cellgen.cli.common import guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
+    from cellgen.config import add_common_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(prog="train_vanilla_gan.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
-    parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]",
-                        help="start from a vanilla_gan run's saved networks (default: its latest saved epoch) "
-                             "and apply the freeze_* settings (FreezeD)")
-    parser.add_argument("--class", dest="class_name", metavar="NAME",
-                        help="train on this class only (e.g. the rare class to fine-tune on)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
-                             "--epochs and --set still apply)")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+    add_run_arguments(parser, finetune_help=(
+        "start from a vanilla_gan run's saved networks (default: its latest saved epoch) "
+        "and apply the freeze_* settings (FreezeD)"))
     return parser
 
 

@@ -26,113 +26,33 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cellgen.config import ConfigError, config_from_args, parse_set_options
+from cellgen.config import ConfigError
 from cellgen.diffusion.config import ARCHITECTURE_FIELDS, DiffusionConfig
+from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.runs import RunDir, RunError
 
-# Command-line flags that set config fields (besides --set).
-_FLAG_FIELDS = {"data": "data", "out": "out", "size": "image_size", "epochs": "epochs", "batch_size": "batch_size",
-                "seed": "seed", "precision": "precision", "strategy": "strategy"}
 # The image statistics come with the base weights, so the fields that decide them are fixed too.
 _FINETUNE_FIXED = ARCHITECTURE_FIELDS + ("crop",)
 
 
-def parse_finetune_source(text: str) -> tuple[Path, int]:
-    """``RUN`` or ``RUN/EPOCH`` -> (run directory, epoch; 0 = latest saved).
-
-    Raises:
-        RunError: neither ``RUN`` nor the parent of ``RUN/EPOCH`` is a run directory.
-    """
-    path = Path(text)
-    if (path / "config.json").is_file():
-        return path, 0
-    if path.name.isdigit() and (path.parent / "config.json").is_file():
-        return path.parent, int(path.name)
-    raise RunError(f"--finetune-from {text}: not a run directory (no config.json); give RUN or RUN/EPOCH")
-
-
-def _explicit_fields(args: argparse.Namespace) -> set[str]:
-    """Config fields set on the command line (``--set`` keys and flags), not by the preset."""
-    fields = set(parse_set_options(getattr(args, "set", []) or []))
-    fields.update(field for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None)
-    return fields
-
-
-def _apply_finetune_base(config: DiffusionConfig, explicit: set[str]) -> DiffusionConfig:
-    """Takes the architecture (and, unless given, the data) from the base run of ``finetune_from``."""
+def _finetune_rules() -> FinetuneRules:
     from cellgen.diffusion.sampling import load_diffusion_config, resolve_epoch
 
-    base_path, epoch = parse_finetune_source(config.finetune_from)
-    base_run = RunDir.open(base_path)
-    base = load_diffusion_config(base_run)
-    epoch = resolve_epoch(base_run, epoch or config.finetune_epoch)
-    changes = {}
-    for name in _FINETUNE_FIXED:
-        ours, theirs = getattr(config, name), getattr(base, name)
-        if ours != theirs:
-            if name in explicit:
-                raise ConfigError(f"{name}={ours} differs from the base run's {name}={theirs} "
-                                  f"({base_run.path}); fine-tuning keeps the base architecture")
-            changes[name] = theirs
-    if changes:
-        print("fine-tuning keeps the base run's architecture: "
-              + ", ".join(f"{name}={value}" for name, value in changes.items()))
-    if not config.data:
-        changes["data"] = base.data
-    return config.replace(finetune_from=str(base_path), finetune_epoch=epoch, **changes)
+    return FinetuneRules(fixed_fields=_FINETUNE_FIXED, resume_fixed=("time_mode", "timesteps"),
+                         load_base_config=load_diffusion_config, resolve_epoch=resolve_epoch)
 
 
 def resolve_config(args: argparse.Namespace) -> DiffusionConfig:
     """The run's config from parsed ``train_ddim.py`` arguments.
 
-    - a new run: defaults, then ``--config`` preset, ``--set`` and flags;
-    - ``--finetune-from RUN[/EPOCH]``: the same, but architecture fields come from the base run
-      (setting one to another value on the command line is an error) and ``data`` defaults to its data;
-      without ``--config`` the base run's config is the starting point;
-    - ``--resume``: the saved config plus ``--set``/flags (architecture and fine-tuning fixed).
+    New, ``--finetune-from RUN[/EPOCH]`` and ``--resume`` runs as in
+    :func:`cellgen.finetune.resolve_run_config` (the architecture and image statistics
+    come from the base run when fine-tuning; a resumed run also keeps its time mode).
 
     Raises:
         ConfigError, RunError: with a message naming the option.
     """
-    explicit = _explicit_fields(args)
-    flags = {}
-    if getattr(args, "class_name", None) is not None:
-        flags["class_name"] = args.class_name
-    if getattr(args, "finetune_from", None) is not None:
-        flags["finetune_from"] = args.finetune_from
-    out = getattr(args, "out", None)
-    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
-        saved = RunDir.open(out).load_config(DiffusionConfig)
-        config = config_from_args(DiffusionConfig, args, base=saved)
-        if "finetune_from" in flags:
-            base_path, epoch = parse_finetune_source(flags["finetune_from"])
-            if str(base_path) != saved.finetune_from or (epoch and epoch != saved.finetune_epoch):
-                raise ConfigError(f"--resume continues {out}, which was fine-tuned from "
-                                  f"{saved.finetune_from or 'nothing'}; drop --finetune-from")
-        if "class_name" in flags and flags["class_name"] != saved.class_name:
-            raise ConfigError(f"--resume cannot change --class ({out} trains on {saved.class_name or 'every class'})")
-        fixed = _FINETUNE_FIXED + ("class_name", "finetune_from", "finetune_epoch", "time_mode", "timesteps")
-        changed = [name for name in fixed if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)}; start a new run instead")
-    else:
-        if "finetune_from" in flags and not getattr(args, "config", None):
-            # No preset: continue with the base run's own settings (then --set and flags).
-            base_path, _ = parse_finetune_source(flags["finetune_from"])
-            from cellgen.diffusion.sampling import load_diffusion_config
-
-            base = load_diffusion_config(RunDir.open(base_path)).replace(out="", finetune_epoch=0)
-            config = config_from_args(DiffusionConfig, args, base=base)
-        else:
-            config = config_from_args(DiffusionConfig, args)
-        if flags:
-            config = config.replace(**flags)
-        if config.finetune_from:
-            config = _apply_finetune_base(config, explicit)
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR (or set data in the config)")
-    if not config.out:
-        raise ConfigError("no run directory: pass --out DIR")
+    config = resolve_run_config(DiffusionConfig, args, _finetune_rules())
     if config.kid_encoder != "none" and not config.val_data:
         raise ConfigError(f"kid_encoder={config.kid_encoder!r} needs val_data (KID compares generated and "
                           "validation images): --set val_data=DIR")

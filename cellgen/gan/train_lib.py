@@ -22,108 +22,33 @@ import argparse
 import time
 from pathlib import Path
 
-from cellgen.config import ConfigError, config_from_args, parse_set_options
+from cellgen.config import ConfigError
+from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.gan.config import ARCHITECTURE_FIELDS, VanillaGANConfig
-from cellgen.runs import RunDir, RunError
+from cellgen.runs import RunDir
 
-# Command-line flags that set config fields (besides --set).
-_FLAG_FIELDS = {"data": "data", "out": "out", "size": "image_size", "epochs": "epochs", "batch_size": "batch_size",
-                "seed": "seed", "precision": "precision", "strategy": "strategy"}
-
-
-def parse_finetune_source(text: str) -> tuple[Path, int]:
-    """``RUN`` or ``RUN/EPOCH`` -> (run directory, epoch; 0 = latest saved).
-
-    Raises:
-        RunError: neither ``RUN`` nor the parent of ``RUN/EPOCH`` is a run directory.
-    """
-    path = Path(text)
-    if (path / "config.json").is_file():
-        return path, 0
-    if path.name.isdigit() and (path.parent / "config.json").is_file():
-        return path.parent, int(path.name)
-    raise RunError(f"--finetune-from {text}: not a run directory (no config.json); give RUN or RUN/EPOCH")
-
-
-def _explicit_fields(args: argparse.Namespace) -> set[str]:
-    """Config fields set on the command line: ``--set`` keys and common flags (not the preset's keys:
-    a preset's architecture is replaced by the base run's when fine-tuning)."""
-    fields = set(parse_set_options(getattr(args, "set", []) or []))
-    fields.update(field for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None)
-    return fields
-
-
-def _apply_finetune_base(config: VanillaGANConfig, explicit: set[str]) -> VanillaGANConfig:
-    """Takes the architecture (and, unless given, the data) from the base run of ``finetune_from``."""
+def _finetune_rules() -> FinetuneRules:
     from cellgen.gan.sampling import load_gan_config, resolve_epoch
 
-    base_path, epoch = parse_finetune_source(config.finetune_from)
-    base_run = RunDir.open(base_path)
-    base = load_gan_config(base_run)
-    epoch = resolve_epoch(base_run, epoch or config.finetune_epoch)
-    changes = {}
-    for name in ARCHITECTURE_FIELDS:
-        ours, theirs = getattr(config, name), getattr(base, name)
-        if ours != theirs:
-            if name in explicit:
-                raise ConfigError(f"{name}={ours} differs from the base run's {name}={theirs} "
-                                  f"({base_run.path}); fine-tuning keeps the base architecture")
-            changes[name] = theirs
-    if changes:
-        print("fine-tuning keeps the base run's architecture: "
-              + ", ".join(f"{name}={value}" for name, value in changes.items()))
-    if not config.data:
-        changes["data"] = base.data
-    return config.replace(finetune_from=str(base_path), finetune_epoch=epoch, **changes)
+    return FinetuneRules(fixed_fields=ARCHITECTURE_FIELDS,
+                         resume_fixed=("freeze_d_layers", "freeze_d_side", "freeze_g_batchnorm"),
+                         load_base_config=load_gan_config, resolve_epoch=resolve_epoch)
 
 
 def resolve_config(args: argparse.Namespace) -> VanillaGANConfig:
     """The run's config from parsed ``train_vanilla_gan.py`` arguments.
 
-    - a new run: defaults, then ``--config`` preset, ``--set`` and flags;
-    - ``--finetune-from RUN[/EPOCH]``: the same, but architecture fields come from the
-      base run (setting one to another value is an error) and ``data`` defaults to its data;
-    - ``--resume``: the saved config plus ``--set``/flags (architecture and fine-tuning fixed).
+    New, ``--finetune-from RUN[/EPOCH]`` and ``--resume`` runs as in
+    :func:`cellgen.finetune.resolve_run_config` (the architecture comes from the base run
+    when fine-tuning; a resumed run also keeps its FreezeD settings).
 
     Raises:
         ConfigError, RunError: with a message naming the option.
     """
-    explicit = _explicit_fields(args)
-    flags = {}
-    if getattr(args, "class_name", None) is not None:
-        flags["class_name"] = args.class_name
-    if getattr(args, "finetune_from", None) is not None:
-        flags["finetune_from"] = args.finetune_from
-    out = getattr(args, "out", None)
-    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
-        saved = RunDir.open(out).load_config(VanillaGANConfig)
-        config = config_from_args(VanillaGANConfig, args, base=saved)
-        fixed = ARCHITECTURE_FIELDS + ("class_name", "finetune_from", "finetune_epoch", "freeze_d_layers",
-                                       "freeze_d_side", "freeze_g_batchnorm")
-        if "finetune_from" in flags and flags["finetune_from"] != saved.finetune_from:
-            base_path, epoch = parse_finetune_source(flags["finetune_from"])
-            if str(base_path) != saved.finetune_from or (epoch and epoch != saved.finetune_epoch):
-                raise ConfigError(f"--resume continues {out}, which was fine-tuned from "
-                                  f"{saved.finetune_from or 'nothing'}; drop --finetune-from")
-        if "class_name" in flags and flags["class_name"] != saved.class_name:
-            raise ConfigError(f"--resume cannot change --class ({out} trains on "
-                              f"{saved.class_name or 'every class'})")
-        changed = [name for name in fixed if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)}; start a new run instead")
-    else:
-        config = config_from_args(VanillaGANConfig, args)
-        if flags:
-            config = config.replace(**flags)
-        if config.finetune_from:
-            config = _apply_finetune_base(config, explicit)
-        elif config.freeze_d_layers or config.freeze_g_batchnorm:
-            raise ConfigError("freeze_d_layers / freeze_g_batchnorm only apply when fine-tuning: pass "
-                              "--finetune-from RUN[/EPOCH] (e.g. with --config nz2023_gan_finetune)")
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR (or set data in the config)")
-    if not config.out:
-        raise ConfigError("no run directory: pass --out DIR")
+    config = resolve_run_config(VanillaGANConfig, args, _finetune_rules())
+    if not config.finetune_from and (config.freeze_d_layers or config.freeze_g_batchnorm):
+        raise ConfigError("freeze_d_layers / freeze_g_batchnorm only apply when fine-tuning: pass "
+                          "--finetune-from RUN[/EPOCH] (e.g. with --config nz2023_gan_finetune)")
     return config
 
 

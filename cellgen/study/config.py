@@ -14,6 +14,8 @@ from typing import ClassVar
 from cellgen.config import CommonConfig, ConfigError
 
 GENERATOR_KINDS = ("ddim", "vanilla_gan")
+# The stages of a study, in order (cellgen.study.pipeline runs them).
+STAGES = ("prepare", "base", "finetune", "generate", "evaluate", "classify", "report")
 
 
 @dataclasses.dataclass

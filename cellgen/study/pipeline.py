@@ -34,9 +34,7 @@ from typing import Any, Callable, Sequence
 
 from cellgen.config import ConfigError, load_config, resolve_preset_path, to_toml
 from cellgen.runs import RunDir, read_json, write_json
-from cellgen.study.config import StudyConfig
-
-STAGES = ("prepare", "base", "finetune", "generate", "evaluate", "classify", "report")
+from cellgen.study.config import STAGES, StudyConfig
 
 # generator kind -> training script and the stage config class (for early validation).
 GENERATOR_SCRIPTS = {

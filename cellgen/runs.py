@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import keras
 import numpy as np
@@ -473,6 +473,39 @@ class CheckpointEveryEpoch(keras.callbacks.Callback):
 
 def _nan_guard_failed(model) -> bool:
     return bool(getattr(model, "_cellgen_nan_failure", None))
+
+
+def resume_training(state: "TrainingState", run: "RunDir", resume: bool, epochs: int,
+                    learning_rates: Sequence[tuple[Any, float]] = ()) -> tuple[int, float, dict[str, Any] | None]:
+    """Restores the latest checkpoint when ``resume`` is set; shared by every trainer.
+
+    Args:
+        state: the run's TrainingState (models and optimizers to restore).
+        run: the run directory (for the log).
+        resume: False starts at epoch 0 whatever is on disk.
+        epochs: the configured epochs (a note is printed when nothing is left to train).
+        learning_rates: ``(optimizer, rate)`` pairs set after restoring: Keras 3 keeps the learning
+            rate among the optimizer's variables, so the checkpoint restores the old one, but the
+            config (perhaps changed with ``--set`` on resume) must decide.
+
+    Returns:
+        ``(initial_epoch, previous_train_seconds, restored)``; ``restored`` is the checkpoint's
+        extra state (None when nothing was restored).
+    """
+    initial_epoch, previous_seconds, restored = 0, 0.0, None
+    if resume:
+        restored = state.restore_latest()
+        if restored is not None:
+            initial_epoch = int(restored["epoch"])
+            previous_seconds = float(restored.get("train_seconds", 0.0))
+            for optimizer, rate in learning_rates:
+                optimizer.learning_rate = rate
+            print(f"resuming {run.path} after epoch {initial_epoch}")
+            run.log(f"resumed from {state.latest()}")
+    if initial_epoch >= epochs:
+        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={epochs}); "
+              "pass --epochs N to train longer")
+    return initial_epoch, previous_seconds, restored
 
 
 def raise_if_stopped_on_nan(callbacks: list, state: TrainingState | None = None) -> None:

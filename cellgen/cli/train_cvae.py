@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cellgen.plots import plot_history, save_image_grid
     from cellgen.precision import wrap_optimizer
     from cellgen.runs import (RunDir, TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history,
-                              read_json)
+                              read_json, resume_training)
     from cellgen.vae.cvae import CVAE, SampleGridCallback, SaveDecoderCallback
     from cellgen.vae.sampling import DECODER_FILE, ENCODER_FILE, decoder_file
 
@@ -95,25 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         optimizer.build(model.trainable_variables)
 
     state = TrainingState(run.checkpoints, encoder=model.encoder, decoder=model.decoder, optimizer=optimizer)
-    initial_epoch, previous_seconds = 0, 0.0
-    if args.resume:
-        restored = state.restore_latest()
-        if restored is not None:
-            initial_epoch = int(restored["epoch"])
-            previous_seconds = float(restored.get("train_seconds", 0.0))
-            if "noise_seed_state" in restored:
-                # The reparameterisation noise continues where it stopped, so a resumed run
-                # matches an uninterrupted one.
-                seed_state = model.noise_seed.state
-                seed_state.assign(np.asarray(restored["noise_seed_state"], dtype=seed_state.dtype))
-            # Keras 3 stores the learning rate among the optimizer's variables: the checkpoint
-            # restored the old one, but a --set learning_rate given on resume must win.
-            optimizer.learning_rate = config.learning_rate
-            print(f"resuming {run.path} after epoch {initial_epoch}")
-            run.log(f"resumed from {state.latest()}")
-    if initial_epoch >= config.epochs:
-        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
-              "pass --epochs N to train longer")
+    initial_epoch, previous_seconds, restored = resume_training(state, run, args.resume, config.epochs,
+                                                                [(optimizer, config.learning_rate)])
+    if restored is not None and "noise_seed_state" in restored:
+        # The reparameterisation noise continues where it stopped, so a resumed run
+        # matches an uninterrupted one.
+        seed_state = model.noise_seed.state
+        seed_state.assign(np.asarray(restored["noise_seed_state"], dtype=seed_state.dtype))
 
     fit_started = time.perf_counter()
 

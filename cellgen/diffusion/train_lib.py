@@ -225,7 +225,7 @@ def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1) -> Ru
 
     from cellgen.diffusion.sampling import saved_epochs
     from cellgen.plots import plot_history
-    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history
+    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history, resume_training
 
     reader, val_reader = _make_readers(config)
     classes = [config.class_name] if config.class_name else reader.classes
@@ -240,23 +240,13 @@ def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1) -> Ru
         model, optimizer = build_model(config, load_base=not has_checkpoint)
 
     state = TrainingState(run.checkpoints, diffusion=model, optimizer=optimizer)
-    initial_epoch, previous_seconds = 0, 0.0
-    if resume:
-        restored = state.restore_latest()
-        if restored is not None:
-            initial_epoch = int(restored["epoch"])
-            previous_seconds = float(restored.get("train_seconds", 0.0))
-            optimizer.learning_rate = config.learning_rate  # the config (maybe changed on resume) decides
-            print(f"resuming {run.path} after epoch {initial_epoch}")
-            run.log(f"resumed from {state.latest()}")
+    initial_epoch, previous_seconds, _ = resume_training(state, run, resume, config.epochs,
+                                                         [(optimizer, config.learning_rate)])
     if initial_epoch == 0 and not config.finetune_from:
         # keras-io adapts its Normalization layer to the training set; fine-tuning keeps the base's statistics.
         batches = (images for _, (images, _labels) in zip(range(config.normalizer_batches), reader.epoch(0)))
         statistics = model.adapt_normalizer(batches)
         run.write_metrics("normalizer", statistics)
-    if initial_epoch >= config.epochs:
-        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
-              "pass --epochs N to train longer")
 
     snapshots = DiffusionSnapshots(run, model, fixed_noise(config), config)
     if initial_epoch == 0 and config.finetune_from:

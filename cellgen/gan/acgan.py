@@ -41,8 +41,8 @@ import tensorflow as tf
 
 from cellgen.config import ConfigError
 from cellgen.gan.acgan_config import ACGANConfig
-from cellgen.gan.networks import FEATURES_LAYER, REALNESS_LAYER, discriminator_trunk
-from cellgen.gan.vanilla import fixed_latents, generate_images, global_mean
+from cellgen.gan.networks import REALNESS_LAYER, discriminator_trunk
+from cellgen.gan.vanilla import fixed_latents, global_mean
 from cellgen.runs import RunDir, RunError
 
 KIND = ACGANConfig.kind
@@ -440,7 +440,7 @@ def train(config: ACGANConfig, resume: bool = False, verbose: int = 1) -> RunDir
     from cellgen.gan.sampling import load_gan_models
     from cellgen.plots import plot_history
     from cellgen.precision import wrap_optimizer
-    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history
+    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history, resume_training
 
     reader = DataReader(config.data, image_size=config.image_size, crop=crop_option(config.crop),
                         batch_size=config.batch_size, shuffle=True, seed=config.seed, on_error=config.on_error,
@@ -467,19 +467,9 @@ def train(config: ACGANConfig, resume: bool = False, verbose: int = 1) -> RunDir
 
     state = TrainingState(run.checkpoints, keep=config.keep_checkpoints, acgan_generator=acgan_generator,
                           acgan_discriminator=acgan_discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer)
-    initial_epoch, previous_seconds = 0, 0.0
-    if resume:
-        restored = state.restore_latest()
-        if restored is not None:
-            initial_epoch = int(restored["epoch"])
-            previous_seconds = float(restored.get("train_seconds", 0.0))
-            g_optimizer.learning_rate = config.g_learning_rate
-            d_optimizer.learning_rate = config.d_learning_rate
-            print(f"resuming {run.path} after epoch {initial_epoch}")
-            run.log(f"resumed from {state.latest()}")
-    if initial_epoch >= config.epochs:
-        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
-              "pass --epochs N to train longer")
+    initial_epoch, previous_seconds, _ = resume_training(
+        state, run, resume, config.epochs,
+        [(g_optimizer, config.g_learning_rate), (d_optimizer, config.d_learning_rate)])
 
     snapshots = ACGANSnapshots(run, acgan_generator, acgan_discriminator, classes,
                                fixed_latents(config.samples_per_class, config.latent_dim, config.seed + 1),

@@ -78,7 +78,7 @@ def train(config: VanillaGANConfig, resume: bool = False, verbose: int = 1) -> R
                                      seed_generator_states)
     from cellgen.plots import plot_history
     from cellgen.precision import wrap_optimizer
-    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history
+    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history, resume_training
 
     class_filter = [config.class_name] if config.class_name else None
     # Full batches only: the batch statistics of a 1-image remainder would be meaningless,
@@ -122,22 +122,11 @@ def train(config: VanillaGANConfig, resume: bool = False, verbose: int = 1) -> R
 
     state = TrainingState(run.checkpoints, keep=config.keep_checkpoints, generator=generator,
                           discriminator=discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer)
-    initial_epoch, previous_seconds = 0, 0.0
-    if resume:
-        restored = state.restore_latest()
-        if restored is not None:
-            initial_epoch = int(restored["epoch"])
-            previous_seconds = float(restored.get("train_seconds", 0.0))
-            restore_seed_generator_states(restored.get("seed_generators", {}), generator, discriminator)
-            # The checkpoint restores the optimizers' learning-rate variables too; the config
-            # (possibly changed with --set on resume) decides.
-            g_optimizer.learning_rate = config.g_learning_rate
-            d_optimizer.learning_rate = config.d_learning_rate
-            print(f"resuming {run.path} after epoch {initial_epoch}")
-            run.log(f"resumed from {state.latest()}")
-    if initial_epoch >= config.epochs:
-        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={config.epochs}); "
-              "pass --epochs N to train longer")
+    initial_epoch, previous_seconds, restored = resume_training(
+        state, run, resume, config.epochs,
+        [(g_optimizer, config.g_learning_rate), (d_optimizer, config.d_learning_rate)])
+    if restored is not None:
+        restore_seed_generator_states(restored.get("seed_generators", {}), generator, discriminator)
 
     snapshots = GanSnapshots(run, generator, discriminator, fixed_latents(config.sample_count, config.latent_dim,
                                                                           config.seed + 1),

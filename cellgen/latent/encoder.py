@@ -251,7 +251,7 @@ def train(config: LatentEncoderConfig, resume: bool = False, verbose: int = 1) -
     from cellgen.latent.networks import build_encoder
     from cellgen.plots import plot_history
     from cellgen.precision import wrap_optimizer
-    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history
+    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history, resume_training
 
     config = resolve_generator(config)
     gan_config = load_gan_config(config.generator)
@@ -274,13 +274,7 @@ def train(config: LatentEncoderConfig, resume: bool = False, verbose: int = 1) -
         optimizer.build(encoder.trainable_variables)
 
     state = TrainingState(run.checkpoints, keep=config.keep_checkpoints, encoder=encoder, optimizer=optimizer)
-    initial_epoch = 0
-    if resume:
-        restored = state.restore_latest()
-        if restored is not None:
-            initial_epoch = int(restored["epoch"])
-            optimizer.learning_rate = config.learning_rate
-            print(f"resuming {run.path} after epoch {initial_epoch}")
+    initial_epoch, _, _ = resume_training(state, run, resume, config.epochs, [(optimizer, config.learning_rate)])
     fixed = DataReader(config.data, image_size=config.image_size, crop=crop_option(config.crop),
                        batch_size=config.sample_count, shuffle=False, on_error=config.on_error, workers=0)
     fixed_images = next(iter(fixed.epoch(0)))[0]

@@ -88,14 +88,24 @@ def save_image_grid(images: np.ndarray, path: str | os.PathLike, columns: int | 
     return path
 
 
+def _has_finite(values: Sequence) -> bool:
+    try:
+        return bool(np.isfinite(np.asarray(values, dtype=float)).any())
+    except (TypeError, ValueError):
+        return False
+
+
 def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
                  keys: Sequence[str] | None = None, title: str = "training curves",
                  x_key: str = "epoch") -> Path:
     """Plots logged metrics (a CSVLogger history) against the epoch, one panel per group.
 
-    Losses go in one panel, everything else in a second, so scales stay readable.
+    Losses go in one panel, everything else in a second, so scales stay readable. A metric
+    with no finite value (say ``val_loss`` of a run without validation data, logged as NA)
+    is left out rather than listed in the legend with nothing drawn.
     """
-    keys = [key for key in (keys or history.keys()) if key != x_key and len(history.get(key, [])) > 0]
+    keys = [key for key in (keys or history.keys())
+            if key != x_key and len(history.get(key, [])) > 0 and _has_finite(history[key])]
     if not keys:
         raise ValueError("plot_history: nothing to plot")
     x_values = history.get(x_key)

@@ -94,3 +94,12 @@ def test_write_samples_is_reproducible(tmp_path):
         np.testing.assert_array_equal(read_rgb(a), read_rgb(b))
     with pytest.raises(Exception, match="not one of"):
         sampling.write_samples(sampler, 1, tmp_path / "x", class_name="zebra", progress=False)
+
+
+def test_history_columns_without_a_finite_value_are_not_plotted(tmp_path):
+    # A run without validation data logs val_* as NA: those columns must not be drawn (or listed).
+    nan = float("nan")
+    plot_history({"epoch": [0, 1], "loss": [2.0, 1.0], "val_loss": [nan, nan]}, tmp_path / "curves.png")
+    assert read_rgb(tmp_path / "curves.png").shape[2] == 3
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_history({"epoch": [0, 1], "val_loss": [nan, nan]}, tmp_path / "empty.png")

@@ -114,3 +114,12 @@ def test_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path):
     with pytest.raises(StudyError, match="finetune"):
         study.run()
     assert study.is_done("base") and (study.base_run / "config.json").is_file()
+
+
+def test_report_shows_no_spread_for_a_single_repetition():
+    from cellgen.study.report import _mean_std
+
+    assert _mean_std({"mean": 0.25, "std": 0.0, "values": [0.25]}) == "0.250"
+    assert _mean_std({"mean": 0.25, "std": 0.05, "values": [0.2, 0.3]}) == "0.250 ± 0.050"
+    assert _mean_std({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
+    assert _mean_std(None) == "-"

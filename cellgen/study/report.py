@@ -36,7 +36,9 @@ def _mean_std(stats: dict[str, Any] | None, digits: int = 3) -> str:
     mean, std = stats.get("mean"), stats.get("std")
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    if std is None or stats.get("n", 2) < 2:
+    # One repetition has no spread to show: "0.1234 ± 0.0000" would claim a precision it lacks.
+    repetitions = stats.get("n", len(stats["values"]) if "values" in stats else 2)
+    if std is None or repetitions < 2:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 

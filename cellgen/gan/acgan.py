@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from cellgen.config import ConfigError
 from cellgen.gan.acgan_config import ACGANConfig
+from cellgen.gan.adversarial import AdversarialModel
 from cellgen.gan.networks import REALNESS_LAYER, discriminator_trunk
 from cellgen.gan.vanilla import fixed_latents, global_mean
 from cellgen.runs import RunDir, RunError
@@ -143,7 +144,7 @@ def class_accuracy(labels, probabilities):
 # Training model ---------------------------------------------------------------------------------
 
 
-class ACGAN(keras.Model):
+class ACGAN(AdversarialModel):
     """The AC-GAN training model: two Adam optimizers and the objective of Odena et al. (2017).
 
     Args:
@@ -169,20 +170,7 @@ class ACGAN(keras.Model):
         self.num_classes = int(num_classes)
         self.noise_seed = int(noise_seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
-        self.g_optimizer = None
-        self.d_optimizer = None
         self.built = True
-
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Sets the generator's and the discriminator's optimizers (wrap them with ``wrap_optimizer``)."""
-        super().compile(optimizer=None, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-
-    def build_optimizers(self) -> None:
-        """Creates the optimizers' slots for the trainable variables (needed before restoring)."""
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def metrics(self):

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cellgen.gan.adversarial import AdversarialModel
 from cellgen.plots import save_image_grid
 
 # Metric names logged in history.csv and TensorBoard.
@@ -60,7 +61,7 @@ def global_mean(per_example_loss):
     return tf.nn.compute_average_loss(per_example_loss)
 
 
-class VanillaGAN(keras.Model):
+class VanillaGAN(AdversarialModel):
     """Unconditional GAN training wrapper around a generator and a discriminator.
 
     The networks stay separate Keras models (saved, loaded and frozen on their
@@ -99,29 +100,9 @@ class VanillaGAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
-        self.g_optimizer = None
-        self.d_optimizer = None
         # Both networks are built functional models, so this wrapper has all its variables; without
         # this, fit() under a tf.distribute strategy would try to build it by calling it on images.
         self.built = True
-
-    def compile(self, g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer,
-                **kwargs):
-        """Sets the two optimizers (each with its own learning rate and beta_1).
-
-        Optimizers are used as given: wrap them with ``cellgen.precision.wrap_optimizer``
-        for fp16 loss scaling. ``optimizer`` is not accepted: there is no single one.
-        """
-        if "optimizer" in kwargs:
-            raise TypeError("VanillaGAN.compile takes g_optimizer and d_optimizer, not optimizer")
-        super().compile(optimizer=None, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-
-    def build_optimizers(self) -> None:
-        """Creates the optimizers' slots for the currently trainable variables (needed before restoring)."""
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def metrics(self):

@@ -18,6 +18,7 @@ comparison, not the paper's (hundreds of epochs on a GPU).
 Usage:
     python bench/bench_compare_generators.py
     python bench/bench_compare_generators.py --budget-minutes 5 --images-per-class 0 --n 1000 --pool 1000
+    python bench/bench_compare_generators.py --epochs 15 --n 500 --pool 500 --limit-samples ddpm=64
 Writes OUT (default runs/compare28-<date>/: the classifier, every model's run directory,
 comparison/table.md, table.json and grids) and bench/results/<name of OUT>.json
 (table.json plus the benchmark settings).
@@ -45,7 +46,12 @@ def parse_args(argv=None):
     parser.add_argument("--train", default=str(DATA / "train"))
     parser.add_argument("--val", default=str(DATA / "val"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--budget-minutes", type=float, default=1.0)
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-minutes", type=float, default=1.0,
+                        help="equal wall-clock training budget per model (default 1)")
+    budget.add_argument("--epochs", type=int, default=None,
+                        help="equal number of epochs per model instead of a time budget: independent of "
+                             "the machine's load")
     parser.add_argument("--images-per-class", type=int, default=200, help="0: all training images")
     parser.add_argument("--n", type=int, default=250, help="images per evaluation seed")
     parser.add_argument("--pool", type=int, default=250, help="generated images per model (timed)")
@@ -98,10 +104,11 @@ def main(argv=None) -> int:
         classifier_seconds = time.perf_counter() - started
         keras.backend.clear_session()
     argv = ["--data", args.train, "--out", str(out / "comparison"), "--real", args.train,
-            "--budget-minutes", str(args.budget_minutes), "--models", args.models, "--seeds", str(args.seeds),
+            "--models", args.models, "--seeds", str(args.seeds),
             "--n", str(args.n), "--sample-pool", str(args.pool), "--sampling-images", str(args.pool),
             "--kid-subset-size", str(min(1000, args.n)), "--extractor", extractor,
             "--inception-weights", args.inception_weights, "--quiet"]
+    argv += ["--epochs", str(args.epochs)] if args.epochs else ["--budget-minutes", str(args.budget_minutes)]
     for preset in (args.preset if args.preset is not None else ["ddpm=matos2025_ddpm28"]):
         argv += ["--preset", preset]
     for limit in (args.limit_samples if args.limit_samples is not None else ["ddpm=16"]):

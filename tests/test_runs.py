@@ -8,7 +8,7 @@ import pytest
 
 from cellgen.config import CommonConfig
 from cellgen.runs import (NonFiniteLossError, RunDir, RunError, TrainingState, make_callbacks,
-                          raise_if_stopped_on_nan, read_history)
+                          raise_if_stopped_on_nan, read_history, resume_training)
 
 
 @dataclasses.dataclass
@@ -57,6 +57,35 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(model.optimizer.variables, fresh.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resume_training_restores_epoch_and_time_and_the_config_decides_the_learning_rate(tmp_path, capsys):
+    """Keras 3 stores the learning rate among the optimizer's variables, so restoring a
+    checkpoint brings back the old rate; a rate changed with ``--set`` on resume must win."""
+    data_x, data_y = np.random.default_rng(0).normal(size=(32, 3)), np.ones((32, 1))
+    run = RunDir.create(tmp_path / "run", ToyConfig())
+    model = _model()  # Adam(1e-2)
+    model.fit(data_x, data_y, epochs=1, batch_size=8, verbose=0)
+    TrainingState(run.checkpoints, model=model, optimizer=model.optimizer).save(3, {"train_seconds": 12.5})
+
+    fresh = _model()
+    fresh.optimizer.build(fresh.trainable_variables)
+    state = TrainingState(run.checkpoints, model=fresh, optimizer=fresh.optimizer)
+    epoch, seconds, restored = resume_training(state, run, resume=True, epochs=5,
+                                               learning_rates=[(fresh.optimizer, 2.5e-4)])
+    assert (epoch, seconds) == (3, 12.5) and restored["epoch"] == 3
+    assert float(fresh.optimizer.learning_rate) == pytest.approx(2.5e-4)
+    assert int(fresh.optimizer.iterations) == 4  # the optimizer state came back too
+    assert "resumed from" in (run.logs / "run.log").read_text()
+
+    # Without resume, the checkpoint is ignored; with nothing left to train, the user is told.
+    assert resume_training(state, run, resume=False, epochs=5)[:2] == (0, 0.0)
+    other = _model()
+    other.optimizer.build(other.trainable_variables)
+    resume_training(TrainingState(run.checkpoints, model=other, optimizer=other.optimizer), run,
+                    resume=True, epochs=3)
+    assert float(other.optimizer.learning_rate) == pytest.approx(1e-2)  # no override: the checkpoint's
+    assert "already trained for 3 epochs" in capsys.readouterr().out
 
 
 def test_checkpoint_keeps_only_recent(tmp_path):

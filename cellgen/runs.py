@@ -316,14 +316,18 @@ class TrainingState:
         if temporary.exists():
             shutil.rmtree(temporary)
         temporary.mkdir()
+        steps = {}
         for name, obj in self.objects.items():
             if isinstance(obj, keras.optimizers.Optimizer):
                 store: dict[str, np.ndarray] = {}
                 obj.save_own_variables(store)
                 np.savez(temporary / f"{name}.optimizer.npz", **{str(k): v for k, v in store.items()})
+                steps[name] = int(np.asarray(obj.iterations))
             else:
                 obj.save_weights(str(temporary / f"{name}.weights.h5"))
-        write_json(temporary / "state.json", {"epoch": epoch, **(extra or {})})
+        # Optimizer steps say how long a run trained better than epochs do when batch sizes differ.
+        write_json(temporary / "state.json", {"epoch": epoch, **({"optimizer_steps": steps} if steps else {}),
+                                              **(extra or {})})
         if final.exists():
             shutil.rmtree(final)
         os.replace(temporary, final)
@@ -361,6 +365,26 @@ class TrainingState:
                     raise RunError(f"{path}: checkpoint has no weights for {name!r}")
                 obj.load_weights(str(file))
         return read_json(path / "state.json")
+
+    def optimizer_steps(self, path: str | os.PathLike | None = None) -> dict[str, int]:
+        """Steps taken by each optimizer saved in checkpoint ``path`` (default: the latest).
+
+        Read from ``state.json``; for checkpoints written before it recorded them, from each
+        optimizer's saved variables (Keras 3 saves ``iterations`` first). Empty when there is
+        no checkpoint or no optimizer in it.
+        """
+        path = Path(path) if path is not None else self.latest()
+        if path is None:
+            return {}
+        state = read_json(path / "state.json")
+        if "optimizer_steps" in state:
+            return {str(name): int(value) for name, value in state["optimizer_steps"].items()}
+        steps = {}
+        for file in sorted(path.glob("*.optimizer.npz")):
+            with np.load(file) as archive:
+                if "0" in archive.files and archive["0"].size == 1:
+                    steps[file.name[:-len(".optimizer.npz")]] = int(archive["0"])
+        return steps
 
     def restore_latest(self) -> dict[str, Any] | None:
         """Restores the newest checkpoint, or returns None when there is none."""

@@ -51,6 +51,7 @@ def test_comparison_on_the_tiny_subset_writes_one_row_per_model(tiny_pbc, tmp_pa
     for row in rows:
         assert row["epochs"] >= 1 and row["train_seconds"] > 0 and row["images_per_second"] > 0
         assert row["over_budget"] == (row["train_seconds"] > 3.0)
+        assert row["batch_size"] == 16 and row["optimizer_steps"] >= row["epochs"]
         for metric in ("fid", "kid", "precision", "recall"):
             assert len(row["summary"][metric]["values"]) == 2 and np.isfinite(row["summary"][metric]["mean"])
         assert 0 <= row["summary"]["precision"]["mean"] <= 1 and 0 <= row["summary"]["recall"]["mean"] <= 1
@@ -88,6 +89,9 @@ def test_equal_epochs_with_fresh_samples_per_seed(tiny_pbc, tmp_path):
     assert main(argv) == 0
     row = json.loads((out / "table.json").read_text())["rows"][0]
     assert row["epochs"] == 2 and row["sampled_images"] == 10 and not row["over_budget"]
+    # 24 images in batches of 16: two steps per epoch (the last batch is partial).
+    assert (row["optimizer_steps"], row["batch_size"]) == (4, 16)
+    assert "| 2 | 4 x 16 |" in (out / "table.md").read_text()
     evaluation = json.loads((out / "eval" / "cvae" / "metrics.json").read_text())
     assert evaluation["generated"]["source"] == "sampler:cvae"  # new images for every seed
     assert [seed["n_generated"] for seed in evaluation["per_seed"]] == [12, 12]

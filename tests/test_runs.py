@@ -51,7 +51,7 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path):
     fresh = _model()
     fresh.optimizer.build(fresh.trainable_variables)
     restored = TrainingState(tmp_path / "ckpt", model=fresh, optimizer=fresh.optimizer).restore_latest()
-    assert restored == {"epoch": 2, "note": "x"}
+    assert restored == {"epoch": 2, "optimizer_steps": {"optimizer": 8}, "note": "x"}
     assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 8
     for a, b in zip(model.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -86,6 +86,20 @@ def test_resume_training_restores_epoch_and_time_and_the_config_decides_the_lear
                     resume=True, epochs=3)
     assert float(other.optimizer.learning_rate) == pytest.approx(1e-2)  # no override: the checkpoint's
     assert "already trained for 3 epochs" in capsys.readouterr().out
+
+
+def test_optimizer_steps_are_recorded_and_read_back_from_older_checkpoints(tmp_path):
+    data_x, data_y = np.random.default_rng(0).normal(size=(24, 3)), np.ones((24, 1))
+    model = _model()
+    model.fit(data_x, data_y, epochs=2, batch_size=8, verbose=0)  # 3 steps per epoch
+    state = TrainingState(tmp_path / "ckpt", model=model, optimizer=model.optimizer)
+    assert state.optimizer_steps() == {}  # no checkpoint yet
+    path = state.save(2)
+    assert state.optimizer_steps() == state.optimizer_steps(path) == {"optimizer": 6}
+    # A checkpoint from before state.json recorded the steps: read from the optimizer's variables.
+    (path / "state.json").write_text(json.dumps({"epoch": 2}))
+    assert state.optimizer_steps(path) == {"optimizer": 6}
+    assert TrainingState(tmp_path / "ckpt", model=model).optimizer_steps() == {"optimizer": 6}
 
 
 def test_checkpoint_keeps_only_recent(tmp_path):

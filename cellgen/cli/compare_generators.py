@@ -385,6 +385,22 @@ def _completed_epochs(run_dir: Path) -> int:
     return int(read_json(latest / "state.json")["epoch"]) if latest is not None else 0
 
 
+def training_steps(run_dir: Path) -> dict[str, int | None]:
+    """``{"optimizer_steps", "batch_size"}`` of a trained run (None where unknown).
+
+    Steps are the most any of the run's optimizers took (a GAN's two step together).
+    Epochs alone mislead across models: 15 epochs are 180 steps of 128 for the DDPM
+    preset but 1,500 steps of 16 for ``ddim_fast``.
+    """
+    from cellgen.runs import TrainingState, read_json
+
+    steps = TrainingState(run_dir / "checkpoints").optimizer_steps()
+    config = run_dir / "config.json"
+    batch_size = read_json(config).get("batch_size") if config.is_file() else None
+    return {"optimizer_steps": max(steps.values()) if steps else None,
+            "batch_size": int(batch_size) if batch_size else None}
+
+
 def _write_timing(path: Path, timing: dict) -> None:
     from cellgen.runs import write_json
 
@@ -501,6 +517,13 @@ def _format_mean_std(summary: dict | None, digits: int = 2, scale: float = 1.0) 
     return f"{mean:.2g} ± {std:.2g}"  # tiny values (random-weight features): significant digits
 
 
+def _steps_text(row: dict[str, Any]) -> str:
+    steps, batch_size = row.get("optimizer_steps"), row.get("batch_size")
+    if steps is None:
+        return "n/a"
+    return f"{steps:,} x {batch_size}" if batch_size else f"{steps:,}"
+
+
 def _limit_note(row: dict[str, Any]) -> str:
     return f"; {row['sampled_images']} images only, n = {row['n']}" if row.get("limited") else ""
 
@@ -511,9 +534,9 @@ def markdown_table(settings: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     for key, value in settings.items():
         if key != "environment":
             lines.append(f"- {key.replace('_', ' ')}: {value}")
-    lines += ["", "| model | Matos FID | FID | KID (x1000) | precision | recall | epochs | training time | "
-              "sampling (images/s) | sampling |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += ["", "| model | Matos FID | FID | KID (x1000) | precision | recall | epochs | steps x batch | "
+              "training time | sampling (images/s) | sampling |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
         summary = row["summary"]
         paper = f"{row['paper_fid'][0]:.2f} ± {row['paper_fid'][1]:.2f}" if row.get("paper_fid") else "n/a"
@@ -522,7 +545,8 @@ def markdown_table(settings: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['label']}, `{row.get('preset', '')}` | {paper} | {_format_mean_std(summary.get('fid'))} | "
             f"{_format_mean_std(summary.get('kid'), 2, 1000.0)} | {_format_mean_std(summary.get('precision'), 3)} | "
-            f"{_format_mean_std(summary.get('recall'), 3)} | {row['epochs']} | {minutes:.1f} min{budget} | "
+            f"{_format_mean_std(summary.get('recall'), 3)} | {row['epochs']} | {_steps_text(row)} | "
+            f"{minutes:.1f} min{budget} | "
             f"{row['images_per_second']:.1f} | {row['sampling']}{_limit_note(row)} |")
     lines += ["", "Mean ± standard deviation over the evaluation seeds. Matos FID: the paper's pytorch-fid on "
               "all of BloodMNIST (10,000 vs 10,000 images) for the preset's setting, after the paper's training "
@@ -627,9 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "paper_fid": list(spec.paper_fid) if spec.paper_fid else None,
                         "train_seconds": training["seconds"], "epochs": training["epochs"],
                         "training_calls": training["calls"], "over_budget": training["over_budget"],
+                        **training_steps(run_dir),
                         "limited": spec.name in limits,
                         "sampling": spec.sampling})
             write_json(result_file, row)
+        if "optimizer_steps" not in row:  # results written before steps were recorded
+            row.update(training_steps(run_dir))
         rows.append(row)
         generated_for_grid[spec.name] = np.load(out / "results" / f"{spec.name}_grid.npy")
         table = {"settings": settings, "environment": environment, "rows": rows}

@@ -551,8 +551,9 @@ def markdown_table(settings: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines += ["", "Mean ± standard deviation over the evaluation seeds. Matos FID: the paper's pytorch-fid on "
               "all of BloodMNIST (10,000 vs 10,000 images) for the preset's setting, after the paper's training "
               "length (n/a: not one of Matos' settings); compare columns only at the same extractor, n and "
-              "training length. Training time is the wall clock of the training "
-              "script(s), set-up included. Sampling speed excludes loading and the first (tracing) call.", ""]
+              "training length. Steps: the most optimizer steps any of the model's optimizers took "
+              "(a GAN with several generator updates per discriminator update counts the generator's). "
+              "Training time is the wall clock of the training script(s), set-up included. Sampling speed excludes loading and the first (tracing) call.", ""]
     return "\n".join(lines)
 
 

@@ -553,7 +553,8 @@ def markdown_table(settings: dict[str, Any], rows: list[dict[str, Any]]) -> str:
               "length (n/a: not one of Matos' settings); compare columns only at the same extractor, n and "
               "training length. Steps: the most optimizer steps any of the model's optimizers took "
               "(a GAN with several generator updates per discriminator update counts the generator's). "
-              "Training time is the wall clock of the training script(s), set-up included. Sampling speed excludes loading and the first (tracing) call.", ""]
+              "Training time is the wall clock of the training script(s), set-up included. "
+              "Sampling speed excludes loading and the first (tracing) call.", ""]
     return "\n".join(lines)
 
 

@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     from cellgen.runs import read_json, write_json
 
     args = parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        raise SystemExit(f"error: --epochs must be >= 1, got {args.epochs}")
     stamp = _dt.date.today().isoformat()
     out = Path(args.out) if args.out else RUNS / f"compare28-{stamp}"
     started = time.perf_counter()

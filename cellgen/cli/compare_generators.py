@@ -388,7 +388,8 @@ def _completed_epochs(run_dir: Path) -> int:
 def training_steps(run_dir: Path) -> dict[str, int | None]:
     """``{"optimizer_steps", "batch_size"}`` of a trained run (None where unknown).
 
-    Steps are the most any of the run's optimizers took (a GAN's two step together).
+    Steps are the most any of the run's optimizers took: for a GAN that updates its generator
+    several times per discriminator update (Matos' 3:1), the generator's.
     Epochs alone mislead across models: 15 epochs are 180 steps of 128 for the DDPM
     preset but 1,500 steps of 16 for ``ddim_fast``.
     """

@@ -69,11 +69,12 @@ def bench(size: int, precision: str, batch_size: int, steps: int) -> dict:
     import tensorflow as tf
 
     from cellgen.config import load_config
-    from cellgen.gan.acgan import ACGAN, build_acgan_networks, freeze_backbone_networks
+    from cellgen.gan.acgan_model import ACGAN
+    from cellgen.gan.acgan_networks import build_acgan_networks, freeze_backbone_networks
     from cellgen.gan.acgan_config import ACGANConfig
     from cellgen.gan.networks import build_gan_networks
     from cellgen.latent.networks import build_encoder
-    from cellgen.latent.encoder import LatentEncoderTrainer
+    from cellgen.latent.model import LatentEncoderTrainer
     from cellgen.precision import set_precision, wrap_optimizer
     from cellgen.runs import set_seed
 

@@ -21,9 +21,9 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import types
@@ -87,6 +87,10 @@ class CommonConfig:
             raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if not 0 <= self.seed < 2**31:
+            raise ConfigError(f"seed must be in [0, 2**31), got {self.seed}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.precision not in self.precisions:
@@ -157,10 +161,13 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
         if target is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return number
         if target is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{key}: expected {getattr(target, '__name__', target)}, got {value!r}") from None
     return value
 
@@ -268,79 +275,73 @@ def load_config(
     return config
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
-    """Adds ``--config --set`` and the common flags to a stage's argument parser."""
-    parser.add_argument("--config", required=config_required, help="TOML preset (path or name under configs/)")
-    parser.add_argument("--data", help="training data: class folder, CSV, flat folder or tfds:NAME")
-    parser.add_argument("--out", help="run directory to create")
-    parser.add_argument("--size", type=int, help="image size (overrides image_size)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"])
-    parser.add_argument("--strategy", help="auto, default, mirrored, multiworker or cpu:N")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config field (repeatable)")
+@dataclasses.dataclass
+class RunRequest:
+    """What a user asked a training script for, without the command line.
 
+    The scripts build one from their options (``cellgen/cli/options.py``); the study and
+    the generator comparison build one directly, and :meth:`to_argv` gives the equivalent
+    command line for ``commands.sh``.
 
-def add_run_arguments(parser: argparse.ArgumentParser, finetune_help: str | None = None) -> None:
-    """Adds ``--resume`` and ``--quiet`` (and, given ``finetune_help``, ``--finetune-from`` and ``--class``)."""
-    if finetune_help:
-        parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]", help=finetune_help)
-        parser.add_argument("--class", dest="class_name", metavar="NAME",
-                            help="train on this class only (e.g. the rare class to fine-tune on)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
-                             "--epochs and --set still apply)")
-    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
-
-
-FLAG_TO_FIELD = {
-    "data": "data", "out": "out", "size": "image_size", "epochs": "epochs",
-    "batch_size": "batch_size", "seed": "seed", "precision": "precision", "strategy": "strategy",
-}
-
-
-def config_from_args(config_class: type[C], args: argparse.Namespace, base: C | None = None) -> C:
-    """Resolves a config from parsed arguments: preset, then ``--set``, then common flags."""
-    if base is None:
-        config = load_config(config_class, getattr(args, "config", None), getattr(args, "set", []) or [])
-    else:
-        config = apply_overrides(base, parse_set_options(getattr(args, "set", []) or []))
-    flags = {}
-    for flag, field in FLAG_TO_FIELD.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            flags[field] = value
-    return apply_overrides(config, flags)
-
-
-def resumable_config(config_class: type[C], args: argparse.Namespace, flags: dict[str, Any] | None = None,
-                     fixed_on_resume: Sequence[str] = ()) -> tuple[C, bool]:
-    """A training script's config, new or resumed; returns ``(config, resumed)``.
-
-    A new run: preset, ``--set``, common flags, then the stage's own ``flags``. With
-    ``--resume`` and an existing ``--out``: the saved config plus those overrides, and
-    the fields in ``fixed_on_resume`` (what the checkpoint's weights depend on) may not change.
-
-    Raises:
-        ConfigError: a fixed field was changed on resume.
+    Attributes:
+        preset: TOML preset (path or name under ``configs/``), or None for the defaults.
+        overrides: config field -> value (``--set`` and the common flags), applied in order
+            after the preset; values may be strings (coerced to the field's type).
+        out: the run directory (``--out``); also an override of ``out``.
+        resume: continue the run in ``out`` from its latest checkpoint.
+        finetune_from: ``RUN`` or ``RUN/EPOCH`` to start from (stages that fine-tune).
+        class_name: train on this class only.
     """
-    from cellgen.runs import RunDir
 
-    flags = {key: value for key, value in (flags or {}).items() if value is not None}
-    out = getattr(args, "out", None)
-    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
-        saved = RunDir.open(out).load_config(config_class)
-        config = config_from_args(config_class, args, base=saved)
-        config = config.replace(**flags) if flags else config
-        changed = [name for name in fixed_on_resume if getattr(config, name) != getattr(saved, name)]
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(changed)} (the checkpoint depends on "
-                              "them); start a new run instead")
-        return config, True
-    config = config_from_args(config_class, args)
-    return (config.replace(**flags) if flags else config), False
+    preset: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    out: str | None = None
+    resume: bool = False
+    finetune_from: str | None = None
+    class_name: str | None = None
+
+    def all_overrides(self) -> dict[str, Any]:
+        """``overrides`` plus ``out`` (when given)."""
+        values = dict(self.overrides)
+        if self.out is not None:
+            values["out"] = str(self.out)
+        return values
+
+    def explicit_fields(self) -> set[str]:
+        """Fields the user typed (not from a preset): a fine-tune must not silently drop them."""
+        return set(self.all_overrides())
+
+    def to_argv(self) -> list[str]:
+        """The equivalent options of a training script (``--config``, ``--set``, ``--out`` ...)."""
+        argv: list[str] = []
+        if self.preset:
+            argv += ["--config", str(self.preset)]
+        for key, value in self.overrides.items():
+            argv += ["--set", f"{key}={_argv_value(value)}"]
+        if self.finetune_from:
+            argv += ["--finetune-from", str(self.finetune_from)]
+        if self.class_name:
+            argv += ["--class", self.class_name]
+        if self.out is not None:
+            argv += ["--out", str(self.out)]
+        if self.resume:
+            argv.append("--resume")
+        return argv
+
+
+def _argv_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def config_from_request(config_class: type[C], request: RunRequest, base: C | None = None) -> C:
+    """A config from ``base`` (default: the defaults and ``request.preset``) plus the request's overrides."""
+    if base is None:
+        return load_config(config_class, request.preset, request.all_overrides())
+    return apply_overrides(base, request.all_overrides())
 
 
 def require_fields(config: CommonConfig, **messages: str) -> None:

@@ -4,7 +4,10 @@
   default (single-device) strategy.
 - ``default``: the default strategy.
 - ``mirrored``: MirroredStrategy over the local GPUs (or the CPU).
-- ``multiworker``: MultiWorkerMirroredStrategy configured from ``TF_CONFIG``.
+- ``multiworker``: MultiWorkerMirroredStrategy configured from ``TF_CONFIG``, with a
+  timeout on every collective (``CELLGEN_COLLECTIVE_TIMEOUT`` seconds, default 300;
+  0 waits forever), so that a lost worker stops the others with a
+  :class:`StrategyError` instead of a hang.
 - ``cpu:N``: splits the CPU into N logical devices and mirrors over them, so the
   distribution code paths (per-replica batches, cross-replica reductions, loss
   scaling by the global batch) run and are tested on a laptop.
@@ -17,8 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -75,14 +81,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy(cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise StrategyError("strategy 'multiworker' needs the TF_CONFIG environment variable "
-                                "(cluster and task of this worker)")
+        check_tf_config()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout())
         try:
-            json.loads(os.environ["TF_CONFIG"])
-        except json.JSONDecodeError as error:
-            raise StrategyError(f"TF_CONFIG is not valid JSON: {error}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            raise StrategyError(f"strategy 'multiworker': cannot join the cluster of TF_CONFIG "
+                                f"({_first_line(error)})") from None
     raise StrategyError(f"unknown strategy {name!r}; choose auto, default, mirrored, multiworker or cpu:N")
 
 
@@ -95,5 +100,195 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                               and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def worker_scratch_dir(out: str, strategy: tf.distribute.Strategy) -> str:
+    """A private folder for a non-chief worker's run directory (TensorFlow's multi-worker guide:
+    every worker writes its checkpoints, only the chief's are kept); removed at process exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    resolver = strategy.cluster_resolver
+    task = f"{resolver.task_type}-{resolver.task_id}" if resolver is not None else "worker"
+    path = tempfile.mkdtemp(prefix=f"cellgen-{task}-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return str(Path(path) / Path(out).name)
+
+
 def replicas(strategy: tf.distribute.Strategy) -> int:
     return int(strategy.num_replicas_in_sync)
+
+
+# Multi-worker training -------------------------------------------------------
+
+COLLECTIVE_TIMEOUT_ENV = "CELLGEN_COLLECTIVE_TIMEOUT"
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+
+
+def collective_timeout() -> float | None:
+    """Seconds a multi-worker collective (a gradient all-reduce) may wait for the other workers
+    before it fails: ``CELLGEN_COLLECTIVE_TIMEOUT`` (default 300; 0 means no timeout, ``None``).
+
+    The longest a healthy step waits is for the slowest worker's step plus whatever the workers
+    do between steps (sample grids, kept models and checkpoints at an epoch's end), so the
+    default leaves room for large models; set it lower to find out sooner that a worker is gone.
+    """
+    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_COLLECTIVE_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise StrategyError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r}: expected a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise StrategyError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r}: expected a number of seconds >= 0")
+    return seconds or None
+
+
+def check_tf_config() -> dict:
+    """The parsed ``TF_CONFIG`` of this worker, checked for what MultiWorkerMirroredStrategy needs."""
+    if "TF_CONFIG" not in os.environ:
+        raise StrategyError("strategy 'multiworker' needs the TF_CONFIG environment variable "
+                            "(cluster and task of this worker)")
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+    except json.JSONDecodeError as error:
+        raise StrategyError(f"TF_CONFIG is not valid JSON: {error}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    example = ('e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    if not isinstance(cluster, dict) or not any(cluster.get(job) for job in ("chief", "worker")):
+        raise StrategyError(f"TF_CONFIG has no cluster with 'worker' (or 'chief') addresses; {example}")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int):
+        raise StrategyError(f"TF_CONFIG: task must name this worker's job and index in the cluster; {example}")
+    if not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise StrategyError(f"TF_CONFIG: task index {task['index']} is not among the "
+                            f"{len(cluster[task['type']])} {task['type']!r} address(es)")
+    return tf_config
+
+
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    """Training processes (chief and workers) of a multi-worker strategy; 1 otherwise."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, ())) for job in ("chief", "worker")) or 1
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return worker_count(strategy) > 1
+
+
+def worker_name(strategy: tf.distribute.Strategy) -> str:
+    """``worker 1`` / ``chief 0`` (``this process`` off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return "this process"
+    return f"{resolver.task_type} {resolver.task_id}"
+
+
+def shard_by_data(dataset):
+    """``dataset`` with DATA auto-sharding: under MultiWorkerMirroredStrategy every worker runs the
+    whole pipeline (the reader's generator: same files, same shuffle, same augmentation) and keeps its
+    replicas' slices of every global batch, so a step trains on the same global batch as one process
+    with as many replicas. (The default AUTO policy comes to the same for a generator pipeline, with
+    a warning that it found no files to shard.) Other strategies ignore the option."""
+    if dataset is None or not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def fit_multi_worker(model, strategy: tf.distribute.Strategy):
+    """Lets Keras 3's ``fit``/``evaluate`` run ``model`` under MultiWorkerMirroredStrategy; returns it.
+
+    Keras reduces a step's logs with ``strategy.reduce("MEAN", value, axis=0)`` on a multi-worker
+    strategy, which fails for the scalar losses every train step returns ("Invalid reduction
+    dimension 0 for input with 0 dimensions"; tensorflow/tensorflow#72388). The model's
+    ``train_step``/``test_step`` are wrapped (on this instance only) to return shape-[1] values;
+    the reduction then averages them over all replicas into the same scalars as one process with
+    as many replicas (the mean over replicas of their logs). A no-op off multi-worker.
+    """
+    if not is_multi_worker(strategy) or getattr(model, "_cellgen_multi_worker", False):
+        return model
+
+    def one_dimensional(step):
+        def wrapped(data):
+            return tf.nest.map_structure(
+                lambda value: tf.reshape(value, [1]) if tf.is_tensor(value) and value.shape.rank == 0 else value,
+                step(data))
+        return wrapped
+
+    model.train_step = one_dimensional(model.train_step)
+    model.test_step = one_dimensional(model.test_step)
+    model._cellgen_multi_worker = True
+    return model
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None:
+    """Raises :class:`StrategyError` unless every worker has the same integer ``values``
+    (the epoch it resumes after, steps per epoch, a digest of its training files...).
+
+    Each worker must run the same number of steps on the same data, or the collectives
+    pair up wrong and the run hangs (until the collective timeout) or trains on garbage.
+    All workers must call this at the same point. A no-op off multi-worker.
+    """
+    if not is_multi_worker(strategy) or not values:
+        return
+    names = list(values)
+    local = tf.constant([[int(values[name]) for name in names]], tf.int64)
+    with collective_errors(strategy, "comparing the workers' settings"):
+        gathered = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0).numpy()
+    per_replica = len(gathered) // worker_count(strategy)
+    rows = gathered[::max(1, per_replica)]  # one row per worker, in task order
+    for column, name in enumerate(names):
+        if len(set(rows[:, column].tolist())) > 1:
+            found = ", ".join(f"worker {index}: {value}" for index, value in enumerate(rows[:, column].tolist()))
+            hint = (" (the run directory must be on a file system every worker reads, e.g. NFS: the "
+                    "others resume from the chief's checkpoints)" if "epoch" in name else
+                    " (every worker must read the same data with the same options)")
+            raise StrategyError(f"multi-worker: the workers disagree on {name.replace('_', ' ')} "
+                                f"({found}){hint}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+_PEER = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def describe_collective_error(error: BaseException, strategy: tf.distribute.Strategy, what: str = "training") -> str:
+    """A one-line message for a failed multi-worker collective, naming the lost worker when TF does."""
+    text = getattr(error, "message", None) or str(error)
+    here = worker_name(strategy)
+    peers = sorted({f"{job} {task}" for job, task in _PEER.findall(text)} - {here})
+    timeout = collective_timeout()
+    if isinstance(error, tf.errors.DeadlineExceededError):
+        cause = (f"a collective waited more than {timeout:g} s ({COLLECTIVE_TIMEOUT_ENV}) for the other workers"
+                 if timeout else "a collective timed out")
+    elif isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)):
+        cause = "lost the connection to another worker"
+    else:
+        cause = _first_line(error)
+    lost = f"; lost: {', '.join(peers)}" if peers else ""
+    return (f"multi-worker {what} stopped on {here}: {cause}{lost} (a worker died or hangs; "
+            "restart every worker with --resume to continue from the chief's last checkpoint)")
+
+
+@contextlib.contextmanager
+def collective_errors(strategy: tf.distribute.Strategy, what: str = "training"):
+    """Turns the TensorFlow errors of a failed multi-worker collective into one-line
+    :class:`StrategyError`s (off multi-worker, errors pass unchanged)."""
+    if not is_multi_worker(strategy):
+        yield
+        return
+    try:
+        yield
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.CancelledError, tf.errors.InternalError, tf.errors.FailedPreconditionError) as error:
+        raise StrategyError(describe_collective_error(error, strategy, what)) from None

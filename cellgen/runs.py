@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import keras
 import numpy as np
@@ -174,9 +174,18 @@ class RunDir:
                resume: bool = False, overwrite: bool = False) -> "RunDir":
         """Creates (or, with ``resume``, reopens) a run directory and records the config.
 
+        A new run writes ``config.json``/``config.toml``. A resumed session keeps the saved
+        config (a ``--set`` given with ``--resume`` holds for that session only; the session's
+        own config goes to ``logs/session-TIMESTAMP.json``), except that ``epochs`` grows when
+        the session trains longer. A resumed session removes ``COMPLETE.json`` until it
+        finishes, so a stage that fails is never taken for done. A folder left by an attempt
+        that stopped before its first checkpoint (say a data error in the first epoch) is
+        started over. The run directory is locked for this process (:meth:`lock`).
+
         Raises:
             RunError: ``path`` holds another run and neither ``resume`` nor ``overwrite`` is set,
-                or ``resume`` is set and the saved config's kind differs.
+                ``resume`` is set and the saved config's kind differs, or another process holds
+                the run's lock.
         """
         if not str(path):
             raise RunError("no output directory given (--out)")
@@ -185,25 +194,88 @@ class RunDir:
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path}: exists and is not a directory")
         if config_file.exists():
+            run.lock()
             if resume:
                 saved = read_json(config_file)
                 if saved.get("kind") != config.kind:
                     raise RunError(f"{run.path}: cannot resume a {saved.get('kind')!r} run as {config.kind!r}")
-            elif overwrite:
+            elif overwrite or run._is_empty_attempt():
+                if not overwrite:
+                    print(f"note: {run.path}: an earlier attempt stopped before its first checkpoint; "
+                          "starting over")
+                run.unlock()
                 shutil.rmtree(run.path)
             else:
                 raise RunError(f"{run.path}: a run already exists here; pass --resume to continue it "
                                "or choose another --out")
-        elif resume and run.path.exists() and any(run.path.iterdir()):
-            raise RunError(f"{run.path}: --resume given but this is not a cellgen run (no config.json)")
+        elif resume:
+            if run.path.exists() and any(run.path.iterdir()):
+                raise RunError(f"{run.path}: --resume given but this is not a cellgen run (no config.json)")
+            print(f"note: --resume given but {run.path} holds no run yet; starting a new one")
+            resume = False
         for name in cls.SUBDIRS:
             (run.path / name).mkdir(parents=True, exist_ok=True)
-        run.save_config(config)
-        if classes is not None:
+        run.lock()
+        if resume:
+            (run.path / "COMPLETE.json").unlink(missing_ok=True)
+            saved = run.config_dict()
+            if int(getattr(config, "epochs", 0)) > int(saved.get("epochs", 0)):
+                saved["epochs"] = config.epochs
+                run._write_config_values(saved)
+            write_json(run.logs / f"session-{_timestamp()}.json", config.to_dict())
+        else:
+            run.save_config(config)
+        if classes is not None and not (resume and (run.path / "classes.json").is_file()):
             run.save_classes(classes)
         env_name = "environment.json" if not resume else f"environment-resume-{_timestamp()}.json"
         write_json(run.path / env_name, environment_info())
         return run
+
+    _STANDARD_ENTRIES = frozenset(("config.json", "config.toml", "classes.json", "environment.json", ".lock",
+                                   "logs", "checkpoints", "models", "samples", "metrics"))
+
+    def _is_empty_attempt(self) -> bool:
+        """A run folder with nothing worth keeping: no checkpoint, no model, not complete."""
+        entries = {path.name for path in self.path.iterdir()}
+        if not entries <= self._STANDARD_ENTRIES:
+            return False
+        return not any(any((self.path / name).iterdir()) for name in ("checkpoints", "models")
+                       if (self.path / name).is_dir())
+
+    # Locking ------------------------------------------------------------
+    _held_locks: dict[str, Any] = {}
+
+    def lock(self) -> None:
+        """Locks the run for this process (released by :meth:`unlock` or at exit).
+
+        Two processes training into one folder would interleave ``history.csv`` rows and
+        overwrite each other's checkpoints; the second one stops with a RunError instead.
+        """
+        import fcntl
+
+        key = str(self.path.resolve())
+        if key in RunDir._held_locks:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{self.path}: in use by {holder}; wait for it to finish (or stop it) "
+                           "before starting or resuming this run") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        RunDir._held_locks[key] = handle
+
+    def unlock(self) -> None:
+        handle = RunDir._held_locks.pop(str(self.path.resolve()), None)
+        if handle is not None:
+            handle.close()
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "RunDir":
@@ -215,7 +287,9 @@ class RunDir:
 
     # Records ------------------------------------------------------------
     def save_config(self, config: CommonConfig) -> None:
-        values = config.to_dict()
+        self._write_config_values(config.to_dict())
+
+    def _write_config_values(self, values: dict[str, Any]) -> None:
         write_json(self.path / "config.json", values)
         (self.path / "config.toml").write_text(
             f"# resolved config written by cellgen on {_timestamp()}\n" + to_toml(values), encoding="utf-8")
@@ -249,6 +323,51 @@ class RunDir:
             raise RunError(f"{self.path}: no classes.json")
         return list(read_json(path))
 
+    # Saved models -------------------------------------------------------
+    def model_path(self, kind: str, epoch: int) -> Path:
+        """``models/KIND-epoch-NNNN.keras``: the ``kind`` network kept after ``epoch`` epochs."""
+        return self.models / f"{kind}-epoch-{int(epoch):04d}.keras"
+
+    def save_model(self, model, kind: str, epoch: int) -> Path:
+        """Saves ``model`` as :meth:`model_path` atomically (a half-written file never looks complete)."""
+        final = self.model_path(kind, epoch)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(".tmp-" + final.name)
+        model.save(temporary)
+        os.replace(temporary, final)
+        return final
+
+    def saved_epochs(self, kind: str, together_with: Sequence[str] = ()) -> list[int]:
+        """Epochs for which ``kind`` (and every network in ``together_with``) was kept, ascending."""
+        if not self.models.is_dir():
+            return []
+        prefix, suffix = f"{kind}-epoch-", ".keras"
+        epochs = []
+        for path in self.models.iterdir():
+            name = path.name
+            if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit():
+                epoch = int(name[len(prefix):-len(suffix)])
+                if all(self.model_path(other, epoch).is_file() for other in together_with):
+                    epochs.append(epoch)
+        return sorted(epochs)
+
+    def resolve_epoch(self, kind: str, epoch: int | None = None, together_with: Sequence[str] = (),
+                      what: str = "model") -> int:
+        """``epoch`` if it was kept, else the latest kept epoch when ``epoch`` is None or 0.
+
+        Raises:
+            RunError: nothing kept, or not that epoch (the message lists the kept ones).
+        """
+        epochs = self.saved_epochs(kind, together_with)
+        if not epochs:
+            raise RunError(f"{self.path}: no saved {what} in {self.models} (has the run finished an epoch?)")
+        if not epoch:
+            return epochs[-1]
+        if int(epoch) not in epochs:
+            raise RunError(f"{self.path}: no {what} saved for epoch {epoch}; saved epochs: "
+                           f"{', '.join(map(str, epochs))}")
+        return int(epoch)
+
     def write_metrics(self, name: str, values: dict[str, Any]) -> Path:
         return write_json(self.metrics / f"{name}.json", values)
 
@@ -277,7 +396,14 @@ class TrainingState:
     """Resumable training state: weights of models and optimizers plus a JSON dict.
 
     Each save writes ``DIRECTORY/epoch-NNNN/`` atomically (written to a temporary
-    folder, then renamed), so an interrupted save never corrupts the previous one.
+    folder, then renamed), so an interrupted save never corrupts the previous one, and
+    a damaged newest checkpoint falls back to the previous one. Besides the weights it
+    stores every model's random seed generators (dropout masks, diffusion noise,
+    augmentation), so a resumed run draws the same numbers as an uninterrupted one.
+
+    Why not ``tf.train.Checkpoint``: it does not see Keras 3 ``SeedGenerator`` states
+    (``tf.train.list_variables`` of a checkpoint of a model with dropout omits them), so a
+    run resumed from it would not be the same run.
     Optimizers must be built before saving/restoring (call ``optimizer.build(vars)``
     or take one training step); :meth:`restore` builds them when needed.
 
@@ -295,6 +421,7 @@ class TrainingState:
         self.directory = Path(directory)
         self.keep = keep
         self.objects = objects
+        self.restored_path: Path | None = None
 
     def checkpoint_paths(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -325,6 +452,10 @@ class TrainingState:
                 steps[name] = int(np.asarray(obj.iterations))
             else:
                 obj.save_weights(str(temporary / f"{name}.weights.h5"))
+                seeds = seed_generator_variables(obj)
+                if seeds:
+                    np.savez(temporary / f"{name}.seeds.npz",
+                             **{str(i): keras.ops.convert_to_numpy(v) for i, v in enumerate(seeds)})
         # Optimizer steps say how long a run trained better than epochs do when batch sizes differ.
         write_json(temporary / "state.json", {"epoch": epoch, **({"optimizer_steps": steps} if steps else {}),
                                               **(extra or {})})
@@ -363,7 +494,14 @@ class TrainingState:
                 file = path / f"{name}.weights.h5"
                 if not file.is_file():
                     raise RunError(f"{path}: checkpoint has no weights for {name!r}")
-                obj.load_weights(str(file))
+                try:
+                    obj.load_weights(str(file))
+                except (OSError, ValueError, KeyError) as error:
+                    raise RunError(f"{file}: cannot load ({str(error).splitlines()[0] if str(error) else error})"
+                                   ) from None
+                seeds_file = path / f"{name}.seeds.npz"
+                if seeds_file.is_file():
+                    _restore_seed_generators(obj, seeds_file)
         return read_json(path / "state.json")
 
     def optimizer_steps(self, path: str | os.PathLike | None = None) -> dict[str, int]:
@@ -386,10 +524,44 @@ class TrainingState:
                     steps[file.name[:-len(".optimizer.npz")]] = int(archive["0"])
         return steps
 
-    def restore_latest(self) -> dict[str, Any] | None:
-        """Restores the newest checkpoint, or returns None when there is none."""
-        latest = self.latest()
-        return None if latest is None else self.restore(latest)
+    def restore_latest(self, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+        """Restores the newest checkpoint that loads, or returns None when there is none.
+
+        A damaged newest checkpoint (a truncated file after a crash) is reported and the
+        previous kept one is restored instead.
+
+        Raises:
+            RunError: checkpoints exist but none of them loads.
+        """
+        problems = []
+        for path in reversed(self.checkpoint_paths()):
+            try:
+                restored = self.restore(path)
+            except (RunError, OSError, ValueError, json.JSONDecodeError) as error:
+                problems.append(f"{path.name}: {error}")
+                if log is not None:
+                    log(f"warning: checkpoint {path} is damaged ({error}); trying the previous one")
+                continue
+            self.restored_path = path
+            return restored
+        if problems:
+            raise RunError(f"{self.directory}: no checkpoint loads ({'; '.join(problems)})")
+        return None
+
+
+def seed_generator_variables(model) -> list:
+    """The state variables of every ``keras.random.SeedGenerator`` of ``model`` and its layers,
+    in a fixed order (``save_weights`` does not store them)."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+def _restore_seed_generators(model, file: Path) -> None:
+    variables = seed_generator_variables(model)
+    with np.load(file) as archive:
+        if len(archive.files) != len(variables):
+            raise RunError(f"{file}: {len(archive.files)} seed generator states for {len(variables)} in the model")
+        for index, variable in enumerate(variables):
+            variable.assign(archive[str(index)])
 
 
 # Callbacks -----------------------------------------------------------------
@@ -500,12 +672,14 @@ def _nan_guard_failed(model) -> bool:
 
 
 def resume_training(state: "TrainingState", run: "RunDir", resume: bool, epochs: int,
-                    learning_rates: Sequence[tuple[Any, float]] = ()) -> tuple[int, float, dict[str, Any] | None]:
-    """Restores the latest checkpoint when ``resume`` is set; shared by every trainer.
+                    learning_rates: Sequence[tuple[Any, float]] = (),
+                    printer: Callable[[str], None] = print) -> tuple[int, float, dict[str, Any] | None]:
+    """Restores the latest good checkpoint when ``resume`` is set; shared by every trainer.
 
     Args:
         state: the run's TrainingState (models and optimizers to restore).
-        run: the run directory (for the log).
+        run: the run directory (for the log; ``logs/history.csv`` keeps only the epochs the
+            restored checkpoint had completed, so a resumed run does not repeat rows).
         resume: False starts at epoch 0 whatever is on disk.
         epochs: the configured epochs (a note is printed when nothing is left to train).
         learning_rates: ``(optimizer, rate)`` pairs set after restoring: Keras 3 keeps the learning
@@ -518,18 +692,44 @@ def resume_training(state: "TrainingState", run: "RunDir", resume: bool, epochs:
     """
     initial_epoch, previous_seconds, restored = 0, 0.0, None
     if resume:
-        restored = state.restore_latest()
+        restored = state.restore_latest(log=lambda message: (printer(message), run.log(message)))
         if restored is not None:
             initial_epoch = int(restored["epoch"])
             previous_seconds = float(restored.get("train_seconds", 0.0))
             for optimizer, rate in learning_rates:
                 optimizer.learning_rate = rate
-            print(f"resuming {run.path} after epoch {initial_epoch}")
-            run.log(f"resumed from {state.latest()}")
+            printer(f"resuming {run.path} after epoch {initial_epoch} ({state.restored_path.name})")
+            run.log(f"resumed from {state.restored_path}")
+        else:
+            printer(f"note: {run.path} has no checkpoint yet; training from the start")
+        truncate_history(run.logs / "history.csv", initial_epoch)
     if initial_epoch >= epochs:
-        print(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={epochs}); "
-              "pass --epochs N to train longer")
+        printer(f"{run.path}: already trained for {initial_epoch} epochs (>= epochs={epochs}); "
+                "pass --epochs N to train longer")
     return initial_epoch, previous_seconds, restored
+
+
+def truncate_history(path: str | os.PathLike, completed_epochs: int) -> None:
+    """Keeps the rows of ``history.csv`` for epochs before ``completed_epochs`` (Keras counts from 0)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    index = header.index("epoch") if "epoch" in header else None
+    kept = [row for row in body if index is None or (row and row[index].strip().isdigit()
+                                                     and int(row[index]) < completed_epochs)]
+    if len(kept) == len(body):
+        return
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(kept)
+    os.replace(temporary, path)
 
 
 def raise_if_stopped_on_nan(callbacks: list, state: TrainingState | None = None) -> None:
@@ -553,3 +753,13 @@ def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
                 except (TypeError, ValueError):
                     columns.setdefault(key, []).append(float("nan"))
     return columns
+
+
+def clean_history(path: str | os.PathLike) -> dict[str, list[float]]:
+    """:func:`read_history` without the columns that hold no finite value (CSVLogger writes empty
+    ``val_*`` columns when there is no validation data); empty when the file is missing."""
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    return {key: values for key, values in read_history(path).items()
+            if values and not all(math.isnan(value) for value in values)}

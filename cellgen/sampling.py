@@ -7,8 +7,14 @@ object with this interface (a :class:`Sampler`):
 - ``kind``: the run kind;
 - ``image_size``: side of the generated images;
 - ``classes``: class names it can be conditioned on, or ``None`` (unconditional);
+  a model fine-tuned on one class lists that class;
 - ``sample(count, seed, class_name=None, batch_size=64) -> np.ndarray``: float32
-  images (count, H, W, 3) in [-1, 1], deterministic for a seed.
+  images (count, H, W, 3) in [-1, 1], deterministic for a seed; ``class_name`` is one
+  of ``classes``.
+
+Class-conditional generators: the AC-GAN, the CVAE and a ``ddim`` run trained with
+``conditional = true`` (classifier-free guidance; ``load_sampler(run, guidance=W,
+sampler="dpmpp_2m", steps=15)`` chooses the guidance weight and the solver).
 
 ``generate.py`` and the classifier and evaluation stages only use this module,
 so adding a generator means adding one loader.
@@ -34,7 +40,7 @@ from cellgen.runs import RunDir, RunError
 # run kind -> "module:function"; the function is ``load(run: RunDir, **options) -> Sampler``.
 SAMPLER_LOADERS: dict[str, str] = {
     "vanilla_gan": "cellgen.gan.sampling:load_sampler",
-    "acgan": "cellgen.gan.acgan:load_acgan_sampler",
+    "acgan": "cellgen.gan.acgan_sampling:load_acgan_sampler",
     "ddim": "cellgen.diffusion.sampling:load_sampler",
     "cvae": "cellgen.vae.sampling:load_sampler",
 }
@@ -55,8 +61,9 @@ def load_sampler(run_path: str | os.PathLike, **options: Any) -> Sampler:
 
     Args:
         run_path: a run directory written by a generator training script.
-        **options: stage options (``epoch`` for a saved epoch, ``steps``/``eta``/``contrast``
-            for diffusion); a loader raises ``ValueError`` naming an option it does not take.
+        **options: stage options (``epoch`` for a saved epoch, ``steps``/``eta``/``contrast``/
+            ``guidance``/``sampler`` for diffusion); a loader raises ``RunError`` naming an option
+            it does not take (``None`` values are ignored).
 
     Raises:
         RunError: not a run directory, or a run kind that cannot generate images.

@@ -14,9 +14,11 @@ from cellgen.cli.train_acgan import main as acgan_main
 from cellgen.cli.train_vanilla_gan import main as gan_main
 from cellgen.config import ConfigError, load_config
 from cellgen.data_reader import DataReader
-from cellgen.gan.acgan import (ACGAN, build_acgan_networks, check_backbone_compatible, class_accuracy,
-                               freeze_backbone_networks, generate_class_images)
 from cellgen.gan.acgan_config import ACGANConfig
+from cellgen.gan.acgan_model import ACGAN, class_accuracy
+from cellgen.gan.acgan_networks import build_acgan_networks, freeze_backbone_networks
+from cellgen.gan.acgan_sampling import generate_class_images
+from cellgen.gan.acgan_train import check_backbone_compatible, follow_backbone
 from cellgen.gan.config import VanillaGANConfig
 from cellgen.gan.networks import build_gan_networks
 from cellgen.gan.sampling import load_gan_models
@@ -161,7 +163,7 @@ def test_script_writes_run_directory_and_generate_reads_it(acgan_run, tmp_path, 
 
 
 def test_saved_generator_reloads_with_same_outputs(acgan_run):
-    from cellgen.gan.acgan import load_acgan_generator
+    from cellgen.gan.acgan_sampling import load_acgan_generator
 
     generator, config, classes, epoch = load_acgan_generator(acgan_run)
     latents = np.random.default_rng(1).standard_normal((2, config.latent_dim)).astype(np.float32)
@@ -223,8 +225,10 @@ def test_incompatible_backbone_is_a_one_line_error(backbone, data_dir, tmp_path,
 def test_presets_build_and_take_one_step(preset, gan_preset, freeze):
     """Each preset builds on its backbone preset and takes one step (batch of 2); acgan_fast is run with
     freeze_backbone=false, K&C's from-scratch comparison, where every backbone layer must change."""
-    config = load_config(ACGANConfig, preset, {"backbone": "unused", "freeze_backbone": freeze})
     gan_config = load_config(VanillaGANConfig, gan_preset)
+    # The presets leave the image and latent sizes to the backbone run.
+    config = follow_backbone(load_config(ACGANConfig, preset, {"backbone": "unused", "freeze_backbone": freeze}),
+                             gan_config)
     check_backbone_compatible(config, gan_config, gan_preset)
     generator, discriminator = build_gan_networks(gan_config)
     if config.freeze_backbone:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cellgen import sampling
-from cellgen.classify import mixing, train_lib
+from cellgen import training
+from cellgen.classify import mixing, prepare, train_lib
 from cellgen.classify.config import ClassifierConfig
 from cellgen.classify.models import build_classifier
 from cellgen.cli.evaluate_classifier import main
@@ -67,7 +68,7 @@ def test_end_to_end_two_arms_under_cpu2_writes_the_report(tmp_path, synthetic_di
         assert (run_dir / "COMPLETE.json").is_file() and (run_dir / "models" / "best.keras").is_file()
         assert read_json(run_dir / "config.json")["class_weights"] == "balanced"
         assert read_history(run_dir / "logs" / "history.csv")["epoch"] == [0.0]
-        for name in ("metrics/loss_curve.png", "metrics/confusion_matrix.png", "samples/first_batch.png",
+        for name in ("metrics/loss_curves.png", "metrics/train.json", "metrics/test.json", "metrics/confusion_matrix.png", "samples/first_batch.png",
                      "checkpoints/epoch-0001/state.json", "config.toml", "classes.json"):
             assert (run_dir / name).is_file(), name
         predictions = (run_dir / "metrics" / "test_predictions.csv").read_text().splitlines()
@@ -125,17 +126,17 @@ class _ExplodeLearningRate(keras.callbacks.Callback):
 
 
 def add_callback(monkeypatch, callback):
-    original = train_lib.make_callbacks
+    original = training.make_callbacks
 
     def patched(*args, **kwargs):
         return original(*args, **kwargs) + [callback]
 
-    monkeypatch.setattr(train_lib, "make_callbacks", patched)
+    monkeypatch.setattr(training, "make_callbacks", patched)
 
 
 def plan_one_run(config, out):
-    data = train_lib.prepare_data(config, out, printer=lambda message: None)
-    sets = train_lib.write_training_sets(config, data, out, [config.seed], progress=False)
+    data = prepare.prepare_data(config, out, printer=lambda message: None)
+    sets = prepare.write_training_sets(config, data, out, [config.seed], progress=False)
     return data, sets.csv[config.seed]["baseline"]
 
 
@@ -218,8 +219,8 @@ def test_synthetic_from_a_generator_run(tmp_path, fake_generator_kind):
     config = tiny_config(tmp_path, arms="baseline,synthetic", synthetic_from=str(conditional.path),
                          synthetic_count=3, synthetic_classes="basophil,monocyte")
     out = Path(config.out)
-    data = train_lib.prepare_data(config, out, printer=lambda message: None)
-    sets = train_lib.write_training_sets(config, data, out, [0], progress=False)
+    data = prepare.prepare_data(config, out, printer=lambda message: None)
+    sets = prepare.write_training_sets(config, data, out, [0], progress=False)
     for name in ("basophil", "monocyte"):
         assert len(list((out / "synthetic" / name).glob("*.png"))) == 3
     assert not (out / "synthetic" / "ig").exists()
@@ -233,9 +234,9 @@ def test_synthetic_from_a_generator_run(tmp_path, fake_generator_kind):
     unconditional = RunDir.create(tmp_path / "ddim", FakeGeneratorConfig())
     config = config.replace(out=str(tmp_path / "exp2"), synthetic_from=str(unconditional.path))
     with pytest.raises(ConfigError, match="unconditional generator cannot make images for 2 classes"):
-        train_lib.write_training_sets(config, data, Path(config.out), [0], progress=False)
+        prepare.write_training_sets(config, data, Path(config.out), [0], progress=False)
     config = config.replace(synthetic_from=f"basophil={unconditional.path},monocyte={unconditional.path}")
-    sets = train_lib.write_training_sets(config, data, Path(config.out), [0], progress=False)
+    sets = prepare.write_training_sets(config, data, Path(config.out), [0], progress=False)
     assert mixing.count_rows(mixing.read_rows(sets.csv[0]["synthetic"]))[mixing.SYNTHETIC] == \
         {"basophil": 3, "monocyte": 3}
 

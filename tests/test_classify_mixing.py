@@ -10,7 +10,8 @@ import pytest
 
 from cellgen.classify import mixing
 from cellgen.classify.config import ClassifierConfig
-from cellgen.classify.train_lib import make_readers, prepare_data, write_training_sets
+from cellgen.classify.prepare import prepare_data, write_training_sets
+from cellgen.classify.train_lib import make_readers
 from cellgen.config import ConfigError, load_config
 from cellgen.data_reader import DataError, DataReader
 from cellgen.images import write_rgb

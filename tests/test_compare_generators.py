@@ -1,4 +1,4 @@
-"""compare_generators.py: the Matos comparison end to end on a tiny subset, and its parts."""
+"""compare_generators.py and cellgen.study.compare: the Matos comparison end to end on a tiny subset, and its parts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from cellgen.cli import compare_generators as compare
-from cellgen.cli.compare_generators import (MODEL_NAMES, ProportionalSampler, epochs_that_fit, main,
-                                            markdown_table, model_overrides, selected_models)
+from cellgen.cli.compare_generators import main, parse_overrides
 from cellgen.config import ConfigError
+from cellgen.study import compare
+from cellgen.study.compare import (MODEL_NAMES, Comparison, ProportionalSampler, epochs_that_fit, markdown_table,
+                                   run_comparison, selected_models)
 
 # Tiny networks for every model; the code paths are those of the full presets.
 TINY_SETS = [
@@ -109,10 +110,10 @@ def test_missing_stage_is_a_one_line_error(tiny_pbc, tmp_path, capsys, monkeypat
 
     real_find_spec = compare.importlib.util.find_spec
     monkeypatch.setattr(compare.importlib.util, "find_spec",
-                        lambda name: None if name == "cellgen.cli.train_ddim" else real_find_spec(name))
+                        lambda name: None if name == "cellgen.diffusion.train_lib" else real_find_spec(name))
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert "ddim stage is not available" in error and "cellgen.cli.train_ddim" in error
+    assert "ddim stage is not available" in error and "cellgen.diffusion.train_lib" in error
     assert not (tmp_path / "out").exists()  # nothing was trained
 
 
@@ -155,17 +156,36 @@ def test_epochs_that_fit_counts_set_up_once_it_can_be_estimated():
 
 
 def test_model_selection_and_overrides():
-    models = selected_models("ddim,cvae", ["ddim=kerasio_ddim64"])
+    models = selected_models(["ddim", "cvae"], {"ddim": "kerasio_ddim64"})
     assert [spec.name for spec in models] == ["ddim", "cvae"] and models[0].preset == "kerasio_ddim64"
     assert dict(models[0].sampler_options) == {"steps": 20, "eta": 0.0} and models[0].paper_fid is None
-    ddpm = selected_models("ddpm", ["ddpm=matos2025_ddpm28"])[0]
+    assert [spec.trainer for spec in models] == ["cellgen.diffusion.train_lib", "cellgen.vae.train_lib"]
+    ddpm = selected_models(["ddpm"], {"ddpm": "matos2025_ddpm28"})[0]
     assert ddpm.paper_fid == (238.40, 0.62)  # Matos Table 3: the baseline U-Net at T = 500
-    assert selected_models("ddpm", [])[0].paper_fid == (122.26, 0.76)  # Table 4: the deeper U-Net
-    assert selected_models("dcgan", ["dcgan=gan_fast"])[0].paper_fid is None
-    overrides = model_overrides(["cvae:latent_dim=4", "dcgan:depth_g=8", "cvae:kl_weight=1"], models)
-    assert overrides == {"ddim": [], "cvae": ["latent_dim=4", "kl_weight=1"]}
+    assert selected_models(["ddpm"])[0].paper_fid == (122.26, 0.76)  # Table 4: the deeper U-Net
+    assert selected_models(["dcgan"], {"dcgan": "gan_fast"})[0].paper_fid is None
+    overrides, extractor = parse_overrides(["cvae:latent_dim=4", "dcgan:depth_g=8", "cvae:kl_weight=1",
+                                            "extractor:epochs=2"])
+    assert overrides == {"cvae": {"latent_dim": "4", "kl_weight": "1"}, "dcgan": {"depth_g": "8"}}
+    assert extractor == {"epochs": "2"}
     with pytest.raises(ConfigError, match="twice"):
-        selected_models("cvae,cvae", [])
+        selected_models(["cvae", "cvae"])
+
+
+def test_training_calls_are_typed_requests_written_to_commands_sh(tmp_path):
+    """Each training call is a RunRequest; its command line resolves to the same config."""
+    from cellgen.cli.options import request_from_args
+    from cellgen.cli.train_ddim import build_parser
+    from cellgen.diffusion.train_lib import resolve_config
+
+    spec = selected_models(["ddim"])[0]
+    request = compare.training_request(spec, tmp_path / "runs" / "ddim", "data/train", 28, 3, "fp32",
+                                       {"widths": "[8,16]", "batch_size": "16"}, 4, resume=False)
+    parsed = request_from_args(build_parser().parse_args(request.to_argv()))
+    assert resolve_config(parsed) == resolve_config(request)
+    config = resolve_config(request)
+    assert (config.image_size, config.seed, config.epochs, config.widths, config.data) == (28, 3, 4, [8, 16],
+                                                                                          "data/train")
 
 
 class _FakeConditionalSampler:

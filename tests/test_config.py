@@ -3,8 +3,9 @@ from typing import ClassVar
 
 import pytest
 
-from cellgen.config import (CONFIG_DIR, CommonConfig, ConfigError, add_common_arguments, config_from_args,
-                            config_from_dict, load_config, read_toml, to_toml)
+from cellgen.cli.options import add_common_arguments, request_from_args
+from cellgen.config import (CONFIG_DIR, CommonConfig, ConfigError, RunRequest, config_from_dict, config_from_request,
+                            load_config, read_toml, to_toml)
 
 
 @dataclasses.dataclass
@@ -50,8 +51,20 @@ def test_preset_file_then_flags(tmp_path):
     add_common_arguments(parser)
     args = parser.parse_args(["--config", str(preset), "--epochs", "3", "--size", "32",
                               "--set", "learning_rate=1e-4"])
-    config = config_from_args(ToyConfig, args)
+    request = request_from_args(args)
+    config = config_from_request(ToyConfig, request)
     assert (config.epochs, config.image_size, config.learning_rate) == (3, 32, pytest.approx(1e-4))
+    # The equivalent command line resolves to the same config.
+    again = request_from_args(parser.parse_args(request.to_argv()))
+    assert config_from_request(ToyConfig, again) == config
+
+
+def test_flags_win_over_set_and_numbers_are_checked():
+    request = RunRequest(overrides={"epochs": "5"})
+    assert config_from_request(ToyConfig, request).epochs == 5
+    for bad in ({"epochs": "1e999"}, {"learning_rate": "inf"}, {"seed": -1}, {"learning_rate": "nan"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            config_from_request(ToyConfig, RunRequest(overrides=bad))
 
 
 def test_preset_errors_name_the_file(tmp_path):

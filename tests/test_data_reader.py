@@ -1,4 +1,4 @@
-"""Tests for cellgen.data_reader (tiny images made in tmp_path; real data from pbc128-tiny)."""
+"""Tests for cellgen.data, the reader (tiny images made in tmp_path; real data from pbc128-tiny)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cellgen import data_reader as data_reader_module  # noqa: E402
-from cellgen.data_reader import (  # noqa: E402
+from cellgen.data import entries as entries_module  # noqa: E402
+from cellgen.data import (  # noqa: E402
     Augment,
     BadFileError,
     DataError,
@@ -369,7 +369,7 @@ def test_unreadable_files(tmp_path, monkeypatch):
     root = make_tree(tmp_path, {"a": 3})
     locked = str(root / "a" / "img_001.png")
     real_access = os.access
-    monkeypatch.setattr(data_reader_module.os, "access",
+    monkeypatch.setattr(entries_module.os, "access",
                         lambda path, mode: False if str(path) == locked else real_access(path, mode))
     with pytest.raises(DataError, match=r"img_001\.png: permission denied"):
         DataReader(root)
@@ -383,7 +383,7 @@ def test_unreadable_files(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_fromfile(path, *args, **kwargs)
 
-    monkeypatch.setattr(data_reader_module.np, "fromfile", fromfile)
+    monkeypatch.setattr(entries_module.np, "fromfile", fromfile)
     reader = DataReader(root, image_size=8)
     with pytest.raises(BadFileError, match=r"img_001\.png: permission denied"):
         list(reader)
@@ -595,6 +595,9 @@ def tfds_dir(tmp_path_factory, request):
 
     with registered.skip_registration():  # read back from files, like a user's prepared dataset
         class CellgenTinyCells(tfds.core.GeneratorBasedBuilder):
+            # A one-part module name: TFDS then skips looking for the builder's code as a package
+            # resource (with tests/ a package, that lookup needs the optional importlib_resources).
+            __module__ = "cellgen_tiny_cells"
             VERSION = tfds.core.Version("1.0.0")
 
             def _info(self):

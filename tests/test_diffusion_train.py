@@ -139,7 +139,9 @@ def test_finetune_starts_from_exact_base_weights_and_trains_one_class(base_run, 
     out = tmp_path / "basophil"
     argv = ["--config", "nz2023_ddim_finetune", "--finetune-from", str(base_run), "--class", "basophil",
             "--out", str(out), "--epochs", "1", "--batch-size", "8", "--set", "run_eagerly=true", "--quiet"]
-    config = resolve_config(build_parser().parse_args(argv))
+    from cellgen.cli.options import request_from_args
+
+    config = resolve_config(request_from_args(build_parser().parse_args(argv)))
     # The preset's 192 px R2U-Net gives way to the base run's architecture; Table 8's schedule stays.
     assert (config.image_size, config.depth, config.base_width) == (16, 2, 8)
     assert config.min_signal_rate == 0.008 and config.data == str(pbc_train) and config.finetune_epoch == 3

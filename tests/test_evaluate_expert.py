@@ -212,3 +212,13 @@ def test_cli_make_and_score_reproduce_table_9_layout(tmp_path, sample_data, synt
     assert main(["make", "--real", str(sample_data), "--synthetic", str(tmp_path / "none"), "--out",
                  str(tmp_path / "k")]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_kit_options_round_trip_through_the_script():
+    """The study writes ``ExpertKitOptions.to_argv()`` to commands.sh: ``expert_test.py`` parses it back."""
+    from cellgen.cli.expert_test import build_parser, kit_options_from_args
+    from cellgen.evaluate.tasks import ExpertKitOptions
+
+    options = ExpertKitOptions(real="val", synthetic="synthetic/basophil", out="kit", n=16, seed=3,
+                               class_name="basophil", overwrite=True, real_crop=0.9, counts={"basophil": 10})
+    assert kit_options_from_args(build_parser().parse_args(options.to_argv())) == options

@@ -352,3 +352,53 @@ def test_cli_run_draws_new_images_per_seed_through_the_sampler_registry(domain_m
     capsys.readouterr()
     assert main(["--real", str(sample_data), "--run", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a cellgen run directory" in capsys.readouterr().err
+
+
+def _offline(monkeypatch, tmp_path):
+    """No ImageNet weights in the Keras cache, and no internet (Keras' own offline error)."""
+    from cellgen.evaluate import features
+
+    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
+
+    def fail():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(features, "_download_imagenet_weights", fail)
+
+
+def test_imagenet_weights_offline_are_a_one_line_error(sample_data, copied_generated, tmp_path, monkeypatch,
+                                                       capsys):
+    from cellgen.cli.evaluate_generator import main
+    from cellgen.evaluate.features import require_inception_weights
+
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(EvaluationError, match="cannot be downloaded") as raised:
+        InceptionExtractor(weights="imagenet", input_size=75)
+    assert "--inception-weights FILE" in str(raised.value) and "domain" in str(raised.value)
+    require_inception_weights(None)  # random weights need nothing
+    with pytest.raises(EvaluationError, match="file not found"):
+        require_inception_weights(tmp_path / "missing.h5")
+    assert main(["--real", str(sample_data), "--generated", str(copied_generated), "--out", str(tmp_path / "o"),
+                 "--extractor", "inception", "--n", "10", "--seeds", "1", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: --inception-weights imagenet:") and len(error.splitlines()) == 1
+    # a cached copy is used without any download
+    cached = tmp_path / "keras" / "models" / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    require_inception_weights("imagenet")
+
+
+def test_evaluation_options_round_trip_through_the_script(tmp_path):
+    """The study writes ``GeneratorEvaluation.to_argv()`` to commands.sh: the script parses it back."""
+    from cellgen.cli.evaluate_generator import build_parser, options_from_args
+    from cellgen.evaluate.tasks import GeneratorEvaluation
+
+    options = GeneratorEvaluation(real="val", out=str(tmp_path / "e"), generated="synthetic/basophil",
+                                  extractor="clf.keras", n=40, seeds=2, class_name="basophil", train="kept.csv",
+                                  size=32, overwrite=True, progress=False, memorization=False, cache=False,
+                                  cache_dir="cache", crop=0.8)
+    assert options_from_args(build_parser().parse_args(options.to_argv())) == options
+    run = GeneratorEvaluation(real="val", out="e", run="runs/ddim", steps=10, eta=0.0, epoch=3)
+    assert options_from_args(build_parser().parse_args(run.to_argv())) == run

@@ -281,6 +281,38 @@ def test_freezed_finetuning_on_one_class(base_run, tmp_path):
     assert sampler.sample(2, seed=0, class_name="basophil").shape == (2, 32, 32, 3)
 
 
+def test_freezed_finetuning_with_diffaugment_on_a_class_smaller_than_the_batch(base_run, data_dir, tmp_path):
+    """Issue 19 item 3: 16 basophils and batch 32 train on one batch of all 16 per step, and the log says so."""
+    small = tmp_path / "small" / "basophil"
+    small.mkdir(parents=True)
+    for path in sorted((data_dir / "basophil").iterdir())[:16]:
+        shutil.copy2(path, small / path.name)
+    out = tmp_path / "basophil"
+    assert train_main(["--config", "nz2023_gan_finetune", "--finetune-from", str(base_run), "--class", "basophil",
+                       "--data", str(small.parent), "--out", str(out), "--epochs", "2", "--batch-size", "32",
+                       "--set", "sample_count=4", "--set", "augment=color,translation,cutout", "--quiet"]) == 0
+    log = (out / "logs" / "run.log").read_text()
+    assert "16 training images are fewer than batch_size=32" in log
+    metrics = read_json(out / "metrics" / "train.json")
+    assert (metrics["training_images"], metrics["steps_per_epoch"]) == (16, 1)
+    assert metrics["optimizer_iterations"] == {"generator": 2, "discriminator": 4}  # nz2023: 2 D updates per step
+    assert metrics["augment"] == ["color", "translation", "cutout"]
+    assert all(np.isfinite(float(row["d_loss"])) for row in history_rows(out))
+    assert sampling.load_sampler(out).sample(2, seed=0, class_name="basophil").shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["gan", "acgan"])
+def test_runs_written_by_the_old_code_still_generate(name, tmp_path):
+    """tests/fixtures/old_runs (written before the shared training loop) generate with generate.py."""
+    from tests.golden_runs import OLD_RUNS
+
+    run = tmp_path / name
+    shutil.copytree(OLD_RUNS / name, run)
+    assert generate_main(["--run", str(run), "--n", "2", "--out", str(tmp_path / "images"), "--quiet"]) == 0
+    files = sorted((tmp_path / "images").rglob("*.png"))
+    assert len(files) == 2 and read_rgb(files[0]).shape == (16, 16, 3)
+
+
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(base_run, tmp_path, capsys):
     out = tmp_path / "diverging"
     shutil.copytree(base_run, out)

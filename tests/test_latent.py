@@ -19,8 +19,10 @@ from cellgen.gan.networks import build_discriminator, build_gan_networks, discri
 from cellgen.gan.vanilla import generate_images
 from cellgen.images import read_rgb
 from cellgen.latent import (LatentEncoderConfig, LatentEncoderTrainer, build_encoder, interpolate_latents,
-                            load_encoder_run, perturb_latents, reconstruct)
-from cellgen.runs import read_json
+                            load_encoder, load_encoder_run, perturb_latents, reconstruct)
+from cellgen.runs import RunError, read_json, write_json
+
+OLD_RUNS = Path(__file__).resolve().parent / "fixtures" / "old_runs"
 
 BACKBONE = ["--config", "gan_fast", "--set", "depth_g=32", "--set", "depth_d=8", "--batch-size", "32",
             "--set", "sample_count=4", "--epochs", "1", "--quiet"]
@@ -196,3 +198,22 @@ def test_default_config_builds_and_takes_one_step():
     logs = trainer.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=1, verbose=0).history
     assert np.isfinite(logs["l1_loss"][-1])
     assert not np.array_equal(before, encoder.get_layer("e_latent").kernel.numpy())
+
+
+def test_an_encoder_run_written_by_the_old_code_loads(data_dir, tmp_path):
+    """tests/fixtures/old_runs/encoder was written before the shared training loop; its generator run is gone."""
+    encoder, config = load_encoder(OLD_RUNS / "encoder")
+    assert config.image_size == 16 and config.generator_epoch == 1
+    real = next(iter(DataReader(data_dir, image_size=16, batch_size=4, shuffle=False).epoch(0)))[0]
+    latents = keras.ops.convert_to_numpy(encoder(real, training=False))
+    assert latents.shape == (4, 100) and np.all(np.isfinite(latents))
+    with pytest.raises(RunError, match="generator it was trained with"):
+        load_encoder_run(OLD_RUNS / "encoder")
+    # Pointed at a generator run of the old code, it reconstructs.
+    run = tmp_path / "encoder"
+    shutil.copytree(OLD_RUNS / "encoder", run)
+    write_json(run / "config.json", {**read_json(run / "config.json"), "generator": str(OLD_RUNS / "gan")})
+    encoder, generator, _ = load_encoder_run(run)
+    latents, reconstructed = reconstruct(encoder, generator, real)
+    assert latents.shape == (4, 100) and reconstructed.shape == real.shape
+    assert np.all(np.abs(reconstructed) <= 1)

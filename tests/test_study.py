@@ -1,6 +1,7 @@
 """End-to-end augmentation study on the smallest settings (issue: one-command study)."""
 
 import json
+import shlex
 
 import pytest
 
@@ -52,15 +53,75 @@ def test_full_study_writes_every_stage_and_the_report(tmp_path):
     html = (study.directory / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4
     commands = (study.directory / "commands.sh").read_text()
-    assert "train_vanilla_gan.py" in commands and "evaluate_classifier.py" in commands
+    scripts = [shlex.split(line)[1] for line in commands.splitlines()]
+    assert scripts == ["train_vanilla_gan.py", "train_vanilla_gan.py", "generate.py", "evaluate_classifier.py",
+                       "evaluate_generator.py", "expert_test.py", "evaluate_classifier.py"]
     # Precision "preset": no stage is forced, each keeps its preset's precision.
-    assert "--precision" not in commands
+    assert "precision" not in commands
     assert base_config["precision"] == load_config(VanillaGANConfig, "gan_fast").precision
+    _check_commands_reproduce_the_stages(study, tmp_path)
+
+
+def _commands(study):
+    """commands.sh as (script module name, argv) pairs."""
+    rows = []
+    for line in (study.directory / "commands.sh").read_text().splitlines():
+        python, script, *argv = shlex.split(line)
+        assert python == "python"
+        rows.append((script.removesuffix(".py"), argv))
+    return rows
+
+
+def _check_commands_reproduce_the_stages(study, tmp_path):
+    """Each line of commands.sh, given to its script, resolves to what the stage ran (or redoes it)."""
+    import importlib
+
+    from cellgen.cli.options import request_from_args
+    from cellgen.evaluate.tasks import GeneratorEvaluation
+    from cellgen.gan.train_lib import resolve_config
+
+    commands = _commands(study)
+    # The generator runs: the same config as the run directory saved (base, then the fine-tune).
+    from cellgen.cli.train_vanilla_gan import build_parser
+
+    for (script, argv), run in zip(commands[:2], (study.base_run, study.finetune_run("basophil"))):
+        request = request_from_args(build_parser().parse_args(argv))
+        assert request.out == str(run)
+        saved = json.loads((run / "config.json").read_text())
+        assert resolve_config(request).to_dict() == saved, script
+    assert commands[1][1][commands[1][1].index("--class") + 1] == "basophil"
+    # generate.py writes the same images as the stage.
+    from cellgen.cli.generate import main as generate
+
+    script, argv = commands[2]
+    out = argv.index("--out") + 1
+    argv[out] = str(tmp_path / "regenerated")
+    assert generate(argv) == 0
+    written = sorted(study.synthetic_dir("basophil").glob("*.png"))
+    again = sorted((tmp_path / "regenerated").glob("*.png"))
+    assert [path.name for path in again] == [path.name for path in written]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(written, again))
+    # The evaluation and the expert kit parse back to the options the stage used.
+    from cellgen.cli.evaluate_generator import build_parser as evaluation_parser
+    from cellgen.cli.evaluate_generator import options_from_args
+
+    options = options_from_args(evaluation_parser().parse_args(commands[4][1]))
+    assert isinstance(options, GeneratorEvaluation) and options.train == str(study.kept_csv)
+    assert options.generated == str(study.synthetic_dir("basophil")) and options.class_name == "basophil"
+    assert options.to_argv() == commands[4][1]
+    expert = importlib.import_module("cellgen.cli.expert_test")
+    kit = expert.kit_options_from_args(expert.build_parser().parse_args(commands[5][1]))
+    assert kit.out == str(study.directory / "expert_kit" / "basophil") and kit.n == 6
+    # The classifier experiment: its options name the kept list, the splits and the synthetic folder.
+    classify = dict(item.split("=", 1) for item in commands[6][1][1::2] if "=" in item)
+    assert classify["data"] == str(study.kept_csv) and classify["synthetic"] == str(study.synthetic_dir())
 
 
 def test_study_precision_is_forced_only_when_set(tmp_path):
-    assert Study(_config(), tmp_path / "a")._precision_argv() == []
-    assert Study(_config(precision="bf16"), tmp_path / "b")._precision_argv() == ["--precision", "bf16"]
+    assert Study(_config(), tmp_path / "a")._precision_overrides() == {}
+    assert Study(_config(precision="bf16"), tmp_path / "b")._precision_overrides() == {"precision": "bf16"}
+    request = Study(_config(precision="bf16"), tmp_path / "b").classifier_request(tmp_path / "c")
+    assert "--set" in request.to_argv() and "precision=bf16" in request.to_argv()
     with pytest.raises(ConfigError, match="precision"):
         load_config(VanillaGANConfig, "gan_fast", ["precision=preset"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -34,11 +35,12 @@ def test_run_directory_sampler_and_generate(tmp_path, capsys):
     for name in ("config.toml", "config.json", "classes.json", "environment.json", "COMPLETE.json",
                  "logs/history.csv", "logs/run.log", "metrics/train.json", "metrics/loss_curves.png",
                  "models/decoder.keras", "models/encoder.keras", "models/decoder-epoch-0002.keras",
-                 "samples/epoch-0001.png", "samples/epoch-0002.png", "samples/final.png",
+                 "samples/epoch-0001.png", "samples/epoch-0002.png",
                  "samples/reconstructions.png", "checkpoints/epoch-0002/decoder.weights.h5",
                  "checkpoints/epoch-0002/optimizer.optimizer.npz"):
         assert (run / name).is_file(), name
     assert any((run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (run / "models" / "decoder-epoch-0001.keras").exists()  # save_every=2
     config = json.loads((run / "config.json").read_text())
     assert config["kind"] == "cvae" and config["kl_weight"] == 0.75 and config["image_size"] == 28
     classes = json.loads((run / "classes.json").read_text())
@@ -48,7 +50,7 @@ def test_run_directory_sampler_and_generate(tmp_path, capsys):
     metrics = json.loads((run / "metrics" / "train.json").read_text())
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0 and metrics["training_images"] == 192
     assert np.isfinite(metrics["final"]["loss"]) and metrics["final"]["kl_loss"] >= 0
-    grid = read_rgb(run / "samples" / "final.png")
+    grid = read_rgb(run / "samples" / "epoch-0002.png")  # the last epoch's grid
     assert grid.shape[0] > grid.shape[1] / 2  # 8 class rows of 4 images, plus labels
 
     sampler = load_sampler(run)
@@ -135,3 +137,18 @@ def test_unconditional_run_samples_without_classes(tmp_path):
     sampler = load_sampler(run)
     assert sampler.classes is None
     assert sampler.sample(3, seed=0).shape == (3, 28, 28, 3)
+
+
+OLD_RUN = Path(__file__).resolve().parent / "fixtures" / "old_runs" / "cvae"
+
+
+def test_a_run_written_by_the_old_code_still_generates(tmp_path):
+    """tests/fixtures/old_runs/cvae was written before the shared training loop (issue 15)."""
+    from cellgen.cli.generate import main as generate
+
+    out = tmp_path / "generated"
+    assert generate(["--run", str(OLD_RUN), "--n", "2", "--out", str(out), "--quiet"]) == 0
+    written = sorted(out.rglob("*.png"))
+    assert len(written) == 2 and read_rgb(written[0]).shape == (16, 16, 3)
+    np.testing.assert_array_equal(load_sampler(OLD_RUN, epoch=1).sample(2, seed=0),
+                                  load_sampler(OLD_RUN).sample(2, seed=0))

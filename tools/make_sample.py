@@ -1,4 +1,4 @@
-"""Builds cellgen/sample_data/pbc64 from ../shared/data/pbc128 (run once; output is committed).
+"""Builds cellgen/sample_data/pbc-64 from ../shared/data/pbc128 (run once; output is committed).
 
 train: 24 images per class drawn from pbc128/train; val and test: 8 per class each,
 disjoint, drawn from pbc128/val (the real test split is held apart). Images are
@@ -14,7 +14,7 @@ import numpy as np
 
 root = Path(__file__).resolve().parents[1]
 source = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "data" / "pbc128"
-target = root / "cellgen" / "sample_data" / "pbc64"
+target = root / "cellgen" / "sample_data" / "pbc-64"  # not an identifier: see sample_data/__init__.py
 rng = random.Random(20261122)
 for split, src_split, counts in (("train", "train", [24]), ("val+test", "val", [8, 8])):
     for class_dir in sorted((source / src_split).iterdir()):

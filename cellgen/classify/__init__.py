@@ -8,8 +8,10 @@ rest, adding as many DDIM images as there are real abnormal ones.
 
 Modules: ``config`` (:class:`ClassifierConfig`), ``models`` (backbones and the
 softmax head), ``mixing`` (which files each arm sees), ``metrics`` (F1 and
-friends from a confusion matrix), ``train_lib`` (:func:`run_experiment`) and
-``report`` (report.json / report.md / figures).
+friends from a confusion matrix), ``prepare`` (checked splits and the training lists of
+every arm and seed), ``train_lib`` (:class:`ClassifierStage` of the shared training loop,
+:func:`train_classifier_run`, :func:`run_experiment`) and ``report`` (report.json /
+report.md / figures).
 
 Example:
     >>> from cellgen.classify import ClassifierConfig, run_experiment   # doctest: +SKIP
@@ -20,7 +22,7 @@ from cellgen.classify.config import ARMS, ClassifierConfig
 from cellgen.classify.metrics import classification_metrics, confusion_matrix
 
 __all__ = ["ARMS", "ClassifierConfig", "classification_metrics", "confusion_matrix", "build_classifier",
-           "run_experiment", "train_classifier_run"]
+           "run_experiment", "train_classifier_run", "ClassifierStage"]
 
 
 def __getattr__(name):
@@ -29,7 +31,7 @@ def __getattr__(name):
         from cellgen.classify.models import build_classifier
 
         return build_classifier
-    if name in ("run_experiment", "train_classifier_run"):
+    if name in ("run_experiment", "train_classifier_run", "ClassifierStage"):
         from cellgen.classify import train_lib
 
         return getattr(train_lib, name)

@@ -12,6 +12,9 @@ import os
 import sys
 from typing import Callable, Sequence
 
+# Moved to cellgen.data (issue 15); re-exported until the imports are swept.
+from cellgen.data import crop_option  # noqa: F401
+
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 
@@ -61,26 +64,3 @@ def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
             return EXIT_BAD_INPUT
 
     return wrapper
-
-
-def prepare_runtime(config) -> tuple[object, str]:
-    """Creates the tf.distribute strategy, seeds everything and sets the precision policy.
-
-    The strategy comes first: ``cpu:N`` must split the CPU before TensorFlow
-    initialises its devices. Returns ``(strategy, resolved_precision)``.
-    """
-    from cellgen.distribute import make_strategy
-    from cellgen.precision import set_precision
-    from cellgen.runs import set_seed
-
-    strategy = make_strategy(config.strategy)
-    set_seed(config.seed)
-    precision = set_precision(config.precision)
-    return strategy, precision
-
-
-def crop_option(crop: float) -> int | float | None:
-    """Config ``crop`` (0 = none, > 1 = pixels, (0, 1] = fraction) as the reader's argument."""
-    if not crop:
-        return None
-    return int(crop) if crop > 1 else float(crop)

@@ -26,11 +26,10 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
+from cellgen.cli.options import add_common_arguments, request_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments
-
     parser = argparse.ArgumentParser(prog="evaluate_classifier.py", description=__doc__.split("\n")[0],
                                      epilog=__doc__.split("\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,39 +75,43 @@ def _limits(items: Sequence[str]) -> dict[str, float]:
     return limits
 
 
+# Script flag -> config field.
+FLAG_FIELDS = (("train", "data"), ("val", "val_data"), ("test", "test_data"), ("arms", "arms"), ("seeds", "seeds"),
+               ("backbone", "backbone"), ("alpha", "alpha"), ("weights", "weights"), ("mode", "mode"),
+               ("positive", "positive"), ("synthetic", "synthetic"), ("synthetic_from", "synthetic_from"),
+               ("synthetic_classes", "synthetic_classes"))
+
+
+def script_fields(args: argparse.Namespace) -> dict:
+    """This script's flags as config fields (None: not given)."""
+    fields = {field: getattr(args, flag) for flag, field in FLAG_FIELDS}
+    # the three amount options exclude each other: the one given replaces the preset's choice
+    if args.synthetic_ratio is not None:
+        fields.update(synthetic_ratio=args.synthetic_ratio, synthetic_count=0, synthetic_match_positive=False)
+    if args.synthetic_count is not None:
+        fields.update(synthetic_count=args.synthetic_count, synthetic_match_positive=False)
+    if args.synthetic_match_positive:
+        fields.update(synthetic_match_positive=True, synthetic_count=0)
+    if args.synthetic is not None:
+        fields["synthetic_from"] = ""
+    if args.synthetic_from is not None:
+        fields["synthetic"] = ""
+    if args.limit_class:
+        fields["limit_class"] = _limits(args.limit_class)
+    return fields
+
+
 def config_from_arguments(args: argparse.Namespace):
     """The experiment config: preset, then ``--set``, then the common flags, then this script's flags."""
     from cellgen.classify.config import ClassifierConfig
-    from cellgen.config import config_from_args
+    from cellgen.config import config_from_request
 
-    config = config_from_args(ClassifierConfig, args)
-    changes: dict = {}
-    for flag, field in (("train", "data"), ("val", "val_data"), ("test", "test_data"), ("arms", "arms"),
-                        ("seeds", "seeds"), ("backbone", "backbone"), ("alpha", "alpha"), ("weights", "weights"),
-                        ("mode", "mode"), ("positive", "positive"), ("synthetic", "synthetic"),
-                        ("synthetic_from", "synthetic_from"), ("synthetic_classes", "synthetic_classes")):
-        value = getattr(args, flag)
-        if value is not None:
-            changes[field] = value
-    # the three amount options exclude each other: the one given replaces the preset's choice
-    if args.synthetic_ratio is not None:
-        changes.update(synthetic_ratio=args.synthetic_ratio, synthetic_count=0, synthetic_match_positive=False)
-    if args.synthetic_count is not None:
-        changes.update(synthetic_count=args.synthetic_count, synthetic_match_positive=False)
-    if args.synthetic_match_positive:
-        changes.update(synthetic_match_positive=True, synthetic_count=0)
-    if args.synthetic is not None:
-        changes["synthetic_from"] = ""
-    if args.synthetic_from is not None:
-        changes["synthetic"] = ""
-    if args.limit_class:
-        changes["limit_class"] = _limits(args.limit_class)
-    return config.replace(**changes) if changes else config
+    return config_from_request(ClassifierConfig, request_from_args(args, **script_fields(args)))
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     config = config_from_arguments(args)
     from cellgen.classify.train_lib import run_experiment
 

@@ -20,10 +20,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
-from cellgen.cli.common import crop_option, guarded
+from cellgen.cli.common import guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,59 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.config import ConfigError
-    from cellgen.evaluate.generated import evaluate_generated
-    from cellgen.runs import RunDir, set_seed
+    from cellgen.evaluate.tasks import evaluate_generator, summary_lines
 
-    out = Path(args.out)
-    if (out / "metrics.json").exists() and not args.overwrite:
-        raise ConfigError(f"--out {out}: holds results already; pass --overwrite or choose another folder")
-    for option in ("n", "seeds", "batch_size", "memorization_n", "pixel_size", "nearest_k", "kid_subsets"):
-        if getattr(args, option) < 1:
-            raise ConfigError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    if args.size is not None and args.size < 8:
-        raise ConfigError(f"--size must be at least 8, got {args.size}")
-    for path, option in ((args.real, "--real"), (args.generated, "--generated"), (args.train, "--train")):
-        if path is not None and not str(path).startswith("tfds:") and not Path(path).exists():
-            raise ConfigError(f"{option}: {path} not found")
-    crop = crop_option(args.crop) if args.crop is not None else None
-    train = args.train
-    if args.run is not None:
-        from cellgen.sampling import load_sampler
-
-        options = {"epoch": args.epoch, "steps": args.steps, "eta": args.eta, "contrast": args.contrast}
-        generated = load_sampler(args.run, **{key: value for key, value in options.items() if value is not None})
-        run_config = RunDir.open(args.run).config_dict()
-        if args.crop is None:
-            crop = crop_option(float(run_config.get("crop", 0) or 0))
-        if train is None and run_config.get("data") and Path(run_config["data"]).exists():
-            train = run_config["data"]
-        if args.class_name is None and getattr(generated, "classes", None):
-            raise ConfigError(f"{args.run} is a conditional run; pass --class (one of {', '.join(generated.classes)})")
-    else:
-        if any(value is not None for value in (args.epoch, args.steps, args.eta, args.contrast)):
-            raise ConfigError("--epoch/--steps/--eta/--contrast apply to --run only")
-        generated = args.generated
-    set_seed(0)  # random Inception weights (--inception-weights none) and sampler set-up stay reproducible
-    weights = None if str(args.inception_weights).lower() in ("none", "random") else args.inception_weights
-    result = evaluate_generated(
-        args.real, generated, args.extractor, n=args.n, seeds=args.seeds, image_size=args.size, crop=crop,
-        class_name=args.class_name, train=train, nearest_k=args.nearest_k, kid_subset_size=args.kid_subset_size,
-        kid_subsets=args.kid_subsets, memorization=not args.no_memorization, memorization_n=args.memorization_n,
-        memorization_quantile=args.memorization_quantile, pixel_size=args.pixel_size,
-        with_fid_infinity=args.fid_infinity, batch_size=args.batch_size, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, workers=args.workers, progress=not args.quiet, out_dir=out,
-        inception_weights=weights, extractor_size=args.extractor_size, precision=args.precision)
-    print(f"{'metric':<12}{'mean':>12}{'std':>12}")
-    for name, values in result["summary"].items():
-        print(f"{name:<12}{values['mean']:>12.4g}{values['std']:>12.2g}")
-    memorization = result.get("memorization")
-    if memorization:
-        for space in ("features", "pixels"):
-            part = memorization[space]
-            print(f"memorisation ({space}): {100 * part['share_below']:.1f}% of generated images closer to a "
-                  f"training image than {100 * part['expected_share']:.0f}% of training images are to theirs")
-    for note in result["notes"]:
-        print(f"note: {note}")
-    print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    options = options_from_args(args)
+    result = evaluate_generator(options)
+    for line in summary_lines(result, options.out):
+        print(line)
     return 0
+
+
+def options_from_args(args: argparse.Namespace):
+    """The :class:`~cellgen.evaluate.tasks.GeneratorEvaluation` of parsed options."""
+    from cellgen.evaluate.tasks import GeneratorEvaluation
+
+    return GeneratorEvaluation(
+        real=args.real, out=args.out, generated=args.generated, run=args.run, extractor=args.extractor, n=args.n,
+        seeds=args.seeds, class_name=args.class_name, size=args.size, crop=args.crop, train=args.train,
+        memorization=not args.no_memorization, memorization_n=args.memorization_n,
+        memorization_quantile=args.memorization_quantile, pixel_size=args.pixel_size, nearest_k=args.nearest_k,
+        kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, fid_infinity=args.fid_infinity,
+        inception_weights=args.inception_weights, extractor_size=args.extractor_size, precision=args.precision,
+        batch_size=args.batch_size, workers=args.workers, cache_dir=args.cache_dir, cache=not args.no_cache,
+        overwrite=args.overwrite, progress=not args.quiet, epoch=args.epoch, steps=args.steps, eta=args.eta,
+        contrast=args.contrast)

@@ -22,24 +22,13 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from cellgen.cli.common import crop_option, guarded
+from cellgen.cli.common import guarded
 
 
 def _counts(text: str) -> dict[str, int]:
-    from cellgen.config import ConfigError
+    from cellgen.evaluate.tasks import parse_counts
 
-    counts = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise ConfigError(f"--counts expects class=N pairs, got {part!r}")
-        name, value = part.split("=", 1)
-        try:
-            counts[name.strip()] = int(value)
-        except ValueError:
-            raise ConfigError(f"--counts: {value!r} is not an integer (in {part!r})") from None
-        if counts[name.strip()] < 0:
-            raise ConfigError(f"--counts: {part!r} is negative")
-    return counts
+    return parse_counts(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,15 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.evaluate.expert import format_tables, make_kit, score_kit
+    from cellgen.evaluate.expert import format_tables, score_kit
+    from cellgen.evaluate.tasks import make_expert_kit
 
     if args.command == "make":
-        kit = make_kit(args.real, args.synthetic, args.out, n=args.n, seed=args.seed, real_share=args.real_share,
-                       image_size=args.size, real_crop=crop_option(args.real_crop) if args.real_crop else None,
-                       class_name=args.class_name, counts=args.counts, overwrite=args.overwrite)
+        kit = make_expert_kit(kit_options_from_args(args))
         print(f"kit written to {kit}: give {kit / 'expert'} to the expert; keep {kit / 'key'} apart")
         return 0
     result = score_kit(args.kit, args.answers, out=args.out, name=args.name)
     print(format_tables(result))
     print(f"wrote {result['out']}")
     return 0
+
+
+def kit_options_from_args(args: argparse.Namespace):
+    """The :class:`~cellgen.evaluate.tasks.ExpertKitOptions` of parsed ``make`` options."""
+    from cellgen.evaluate.tasks import ExpertKitOptions
+
+    return ExpertKitOptions(real=args.real, synthetic=args.synthetic, out=args.out, n=args.n, seed=args.seed,
+                            real_share=args.real_share, size=args.size, real_crop=args.real_crop,
+                            class_name=args.class_name, counts=args.counts, overwrite=args.overwrite)

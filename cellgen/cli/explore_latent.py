@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     """(encoder or None, generator, image_size, crop, latent_dim)."""
-    from cellgen.cli.common import crop_option
+    from cellgen.data import crop_option
 
     if getattr(args, "encoder", None):
-        from cellgen.latent.encoder import load_encoder_run
+        from cellgen.latent.sampling import load_encoder_run
 
         encoder, generator, config = load_encoder_run(args.encoder, args.epoch)
         return encoder, generator, config.image_size, crop_option(config.crop), int(generator.input_shape[-1])
@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cellgen.config import ConfigError
     from cellgen.gan.vanilla import fixed_latents, generate_images
-    from cellgen.latent.encoder import reconstruct
     from cellgen.latent.explore import interpolate_latents, load_image_files, perturb_latents, save_strip
+    from cellgen.latent.sampling import reconstruct
 
     if args.command == "interpolate" and args.images and not args.encoder:
         raise ConfigError("interpolate --images needs --encoder RUN (real images are encoded first)")
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             real = load_image_files(args.images, image_size, crop)
             names = [Path(path).stem for path in args.images]
         else:
-            from cellgen.data_reader import DataReader
+            from cellgen.data import DataReader
 
             reader = DataReader(args.data, image_size=image_size, crop=crop, batch_size=args.n, shuffle=False)
             real = next(iter(reader.epoch(0)))[0]

@@ -4,6 +4,9 @@ Examples:
     python generate.py --run runs/gan --n 500 --out synthetic/neutrophil
     python generate.py --run runs/ddim-basophil --n 200 --steps 20 --eta 0 --out synth/basophil
     python generate.py --run runs/acgan --per-class 100 --out synth   # a folder per class
+    python generate.py --run runs/ddim-cond --class basophil --n 200 --guidance 2 --sampler dpmpp_2m \
+        --steps 15 --out synth/basophil                                  # class-conditional DDIM
+    python generate.py --run runs/ddim-cond --per-class 125 --out synth  # balanced: 125 per class
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eta", type=float, default=None, help="diffusion: 0 = deterministic DDIM, 1 = stochastic")
     parser.add_argument("--contrast", type=float, default=None,
                         help="diffusion: contrast post-processing c of N&Z section 6.2 (0 = off)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="conditional diffusion: classifier-free guidance weight w (0 = unconditional, "
+                             "1 = conditional; default: the run's)")
+    parser.add_argument("--sampler", default=None, choices=("ddim", "dpmpp_2m", "heun", "ddpm"),
+                        help="diffusion: solver (default: the run's; dpmpp_2m = DPM-Solver++(2M), "
+                             "heun = Karras et al. with 2 network calls per step)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -45,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("give exactly one of --n N or --per-class N")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    options = {"epoch": args.epoch, "steps": args.steps, "eta": args.eta, "contrast": args.contrast}
+    options = {"epoch": args.epoch, "steps": args.steps, "eta": args.eta, "contrast": args.contrast,
+               "guidance": args.guidance, "sampler": args.sampler}
     sampler = load_sampler(args.run, **{key: value for key, value in options.items() if value is not None})
     out = Path(args.out)
     if args.per_class is not None:
@@ -59,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = args.per_class * len(sampler.classes)
     else:
         if args.class_name is not None and not sampler.classes:
-            raise ConfigError(f"--class needs a conditional model; {args.run} is unconditional")
+            raise ConfigError(f"--class needs a conditional model; {args.run} is unconditional "
+                              "(train one with --set conditional=true, or fine-tune one model per class)")
         write_samples(sampler, args.n, out, seed=args.seed, class_name=args.class_name,
                       batch_size=args.batch_size, progress=not args.quiet)
         total = args.n

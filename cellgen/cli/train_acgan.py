@@ -5,12 +5,16 @@ Examples:
     python train_acgan.py --config acgan_fast --backbone runs/gan-fast --data DIR --out runs/acgan-fast
     python train_acgan.py --config kc2020_acgan --backbone runs/gan --data DIR --out runs/acgan-scratch \\
         --set freeze_backbone=false          # K&C's from-scratch comparison
+    python train_acgan.py --config acgan_fast --backbone runs/gan-fast --data DIR --out runs/acgan-aug \\
+        --set augment=color,translation,cutout   # DiffAugment on the discriminator's inputs
     python train_acgan.py --out runs/acgan --resume --epochs 3
     python generate.py --run runs/acgan --per-class 100 --out synth   # one folder per class
 
-The number of classes comes from --data. The run directory gets the resolved config,
-classes.json, resumable checkpoints, a class grid per epoch in samples/ (one row per class,
-fixed latents), the networks in models/, logs/history.csv + TensorBoard and metrics/.
+The image and latent sizes follow the backbone run unless --size (or --set latent_dim=N)
+is given, which must then agree with it. The number of classes comes from --data. The run
+directory gets the resolved config, classes.json, resumable checkpoints, a class grid per
+epoch in samples/ (one row per class, fixed latents), the networks in models/,
+logs/history.csv + TensorBoard and metrics/.
 """
 
 from __future__ import annotations
@@ -19,15 +23,10 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-
-# Fields a resumed run keeps from its saved config.
-FIXED_ON_RESUME = ("image_size", "latent_dim", "backbone", "backbone_epoch", "freeze_backbone", "head_layers",
-                   "head_units", "generator_head_output")
+from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments, add_run_arguments
-
     parser = argparse.ArgumentParser(prog="train_acgan.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
@@ -37,23 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace):
-    """The run's config: preset, ``--set``, flags; on ``--resume`` the saved config plus overrides."""
-    from cellgen.config import require_fields, resumable_config
-    from cellgen.gan.acgan_config import ACGANConfig
-
-    flags = {"backbone": args.backbone, "backbone_epoch": args.backbone_epoch}
-    config, _ = resumable_config(ACGANConfig, args, flags, FIXED_ON_RESUME)
-    require_fields(config, backbone="no backbone: pass --backbone VANILLA_GAN_RUN",
-                   data="no training data: pass --data DIR", out="no run directory: pass --out DIR")
-    return config
-
-
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.gan.acgan import train
+    from cellgen.gan.acgan_train import resolve_config, train
 
-    config = resolve_config(args)
-    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    request = request_from_args(args, backbone=args.backbone, backbone_epoch=args.backbone_epoch)
+    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
     return 0

@@ -1,17 +1,18 @@
 """``train_ddim.py``: train the DDIM of Nilsson & Zettergren (2023), or fine-tune one on a single class;
-run kind ``ddim`` (also the discrete-time DDPM of Matos 2025).
+run kind ``ddim`` (also the discrete-time DDPM of Matos 2025, and the class-conditional DDIM).
 
 Examples:
     python train_ddim.py --config nz2023_ddim_base --data ../shared/data/pbc128/train --out runs/ddim-base
     python train_ddim.py --config nz2023_ddim_finetune --finetune-from runs/ddim-base --class basophil \\
         --epochs 64 --out runs/ddim-basophil      # N&Z Table 8: fine-tune on one class
+    python train_ddim.py --config ddim_cond32 --data ../shared/data/pbc128/train --out runs/ddim-cond
     python train_ddim.py --config ddim_fast --data DIR --out runs/ddim-fast --precision bf16
     python train_ddim.py --config matos2025_ddpm28 --data DIR --out runs/ddpm28
     python train_ddim.py --out runs/ddim-base --resume   # continue an interrupted run
     python generate.py --run runs/ddim-basophil --n 200 --steps 20 --eta 0 --contrast 20 --out synth/basophil
 
 The run directory gets the resolved config, classes.json, resumable checkpoints
-(online and EMA networks, image statistics, optimizer), the model of every
+(online and EMA networks, image statistics, optimizer, noise seeds), the model of every
 save_every-th epoch and of the last one in models/, sample grids from fixed
 noise in samples/, logs/history.csv + TensorBoard, metrics/loss_curves.png and
 metrics/train.json.
@@ -23,11 +24,10 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
+from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments, add_run_arguments
-
     parser = argparse.ArgumentParser(prog="train_ddim.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
@@ -42,6 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.diffusion.train_lib import resolve_config, train
 
-    config = resolve_config(args)
-    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    request = request_from_args(args)
+    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
     return 0

@@ -19,13 +19,10 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-
-FIXED_ON_RESUME = ("image_size", "generator", "generator_epoch", "depth", "dropout")
+from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments, add_run_arguments
-
     parser = argparse.ArgumentParser(prog="train_latent_encoder.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
@@ -35,30 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace):
-    """The run's config; a new run takes ``image_size`` from the generator run unless ``--size`` is given."""
-    from cellgen.config import parse_set_options, require_fields, resumable_config
-    from cellgen.latent.encoder import LatentEncoderConfig
-
-    flags = {"generator": args.generator, "generator_epoch": args.generator_epoch}
-    config, resumed = resumable_config(LatentEncoderConfig, args, flags, FIXED_ON_RESUME)
-    if resumed:
-        return config
-    require_fields(config, generator="no generator: pass --generator VANILLA_GAN_RUN")
-    size_given = args.size is not None or "image_size" in parse_set_options(args.set or [])
-    if not size_given:
-        from cellgen.gan.sampling import load_gan_config
-
-        config = config.replace(image_size=load_gan_config(config.generator).image_size)
-    require_fields(config, data="no training data: pass --data DIR", out="no run directory: pass --out DIR")
-    return config
-
-
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.latent.encoder import train
+    from cellgen.latent.train_lib import resolve_config, train
 
-    config = resolve_config(args)
-    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    request = request_from_args(args, generator=args.generator, generator_epoch=args.generator_epoch)
+    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
     return 0

@@ -24,11 +24,10 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
+from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellgen.config import add_common_arguments, add_run_arguments
-
     parser = argparse.ArgumentParser(prog="train_vanilla_gan.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser)
@@ -43,6 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.gan.train_lib import resolve_config, train
 
-    config = resolve_config(args)
-    train(config, resume=args.resume, verbose=2 if args.quiet else 1)
+    request = request_from_args(args)
+    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
     return 0

@@ -10,6 +10,7 @@ sub-layers in ``build`` so that saved models reload with ``safe_mode=True``.
   U-Net (R2U-Net) for Medical Image Segmentation", arXiv 1802.06955, Fig. 4(d)).
 - :class:`ResidualBlock`: the keras-io DDIM residual block.
 - :class:`PlainBlock`: two convolutions, as in the original U-Net (Ronneberger et al. 2015).
+- :class:`FiLM`: per-channel scale and shift by the noise-level and class embedding (Perez et al. 2018).
 - :class:`AttentionGate`: additive attention gate of Oktay et al. (2018), "Attention
   U-Net: Learning Where to Look for the Pancreas", arXiv 1804.03999, eq. 1-2 / Fig. 2.
 
@@ -26,7 +27,10 @@ import math
 import keras
 from keras import layers, ops
 
-# Own namespace: cellgen.gan registers a different FusedBatchNormalization under "cellgen".
+# The shared fused batch norm (issue 15) with this module's old defaults and registered name
+# ("cellgen.diffusion>FusedBatchNormalization"), under its old name here.
+from cellgen.layers import UNetBatchNormalization as FusedBatchNormalization
+
 _PACKAGE = "cellgen.diffusion"
 
 
@@ -36,79 +40,6 @@ def _as_shape(shape) -> tuple:
 
 def _with_channels(shape, channels: int) -> tuple:
     return (*tuple(shape)[:-1], channels)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FusedBatchNormalization(layers.Layer):
-    """Batch normalisation of NHWC images with TensorFlow's fused kernel (``FusedBatchNormV3``).
-
-    Same maths and the same Keras 3 conventions as ``keras.layers.BatchNormalization``
-    (``training=True`` normalises with the batch statistics and updates the moving ones;
-    a layer with ``trainable = False`` always runs in inference mode), but one fused
-    oneDNN kernel instead of Keras' moments + arithmetic: about 6x faster on a CPU,
-    where the element-wise work of the U-Net costs more than its convolutions.
-    The moving variance is updated with the unbiased batch variance (as TF's fused kernel).
-
-    Args:
-        momentum: moving-statistics momentum.
-        epsilon: added to the variance.
-        center, scale: learn an offset / a scale per channel (keras-io's DDIM uses neither).
-
-    Example:
-        >>> norm = FusedBatchNormalization(momentum=0.9)
-        >>> norm(np.random.rand(4, 8, 8, 16).astype("float32"), training=True).shape
-        TensorShape([4, 8, 8, 16])
-    """
-
-    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = False, scale: bool = False,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.supports_masking = True
-
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"FusedBatchNormalization expects NHWC inputs, got shape {input_shape}")
-        channels = int(input_shape[-1])
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma",
-                                     autocast=False) if self.scale else None
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta",
-                                    autocast=False) if self.center else None
-        # aggregation="mean": under tf.distribute the replicas' updates are averaged, so every replica
-        # keeps the same moving statistics (Keras' BatchNormalization lets them drift apart).
-        self.moving_mean = self.add_weight(shape=(channels,), initializer="zeros", trainable=False,
-                                           name="moving_mean", autocast=False, aggregation="mean")
-        self.moving_variance = self.add_weight(shape=(channels,), initializer="ones", trainable=False,
-                                               name="moving_variance", autocast=False, aggregation="mean")
-        self.built = True
-
-    def call(self, inputs, training=None):
-        import tensorflow as tf
-
-        channels = inputs.shape[-1]
-        gamma = tf.ones([channels], tf.float32) if self.gamma is None else tf.cast(self.gamma, tf.float32)
-        beta = tf.zeros([channels], tf.float32) if self.beta is None else tf.cast(self.beta, tf.float32)
-        if training and self.trainable:
-            outputs, batch_mean, batch_variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
-            decay = 1.0 - self.momentum
-            self.moving_mean.assign(self.moving_mean - decay * (self.moving_mean - batch_mean))
-            self.moving_variance.assign(self.moving_variance - decay * (self.moving_variance - batch_variance))
-            return outputs
-        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-            variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
-        return outputs
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
-                "center": self.center, "scale": self.scale}
 
 
 def make_norm(kind: str, channels: int, momentum: float = 0.99, groups: int = 8, dtype=None,
@@ -422,3 +353,42 @@ class AttentionGate(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "inter_channels": self.inter_channels}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FiLM(layers.Layer):
+    """Feature-wise linear modulation of a block's output by the conditioning vector.
+
+    Perez et al. (2018), "FiLM: Visual Reasoning with a General Conditioning Layer",
+    arXiv 1709.07871, eq. 1-2, in the ``1 + gamma`` form of the diffusion U-Nets that
+    condition on time and class (Dhariwal & Nichol 2021's AdaGN, "Diffusion Models Beat
+    GANs on Image Synthesis", section 3)::
+
+        output = x * (1 + scale) + shift        [scale, shift] = parameters (per image, per channel)
+
+    ``parameters`` come from a float32 dense layer of the conditioning vector (the joined
+    noise-level and class embeddings, see unet.py), zero-initialised so that an untrained
+    conditional network computes what the unconditional one does. The modulation itself
+    runs in the block's compute dtype.
+
+    Call with ``[x, parameters]``: ``x`` (B, H, W, C) and ``parameters`` (B, 1, 1, 2C).
+
+    Example:
+        >>> FiLM()([np.ones((2, 4, 4, 3), "float32"), np.zeros((2, 1, 1, 6), "float32")]).shape
+        TensorShape([2, 4, 4, 3])
+    """
+
+    def build(self, input_shape):
+        x_shape, parameter_shape = (_as_shape(shape) for shape in input_shape)
+        if parameter_shape[-1] != 2 * x_shape[-1]:
+            raise ValueError(f"FiLM: parameters need 2 x {x_shape[-1]} channels, got {parameter_shape[-1]}")
+        self.built = True
+
+    def call(self, inputs):
+        x, parameters = inputs
+        parameters = ops.cast(parameters, x.dtype)
+        scale, shift = ops.split(parameters, 2, axis=-1)
+        return x * (1.0 + scale) + shift
+
+    def compute_output_shape(self, input_shape):
+        return _as_shape(input_shape[0])

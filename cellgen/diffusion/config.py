@@ -26,12 +26,18 @@ NORMALIZATIONS = ("batch", "group", "none")
 POOLINGS = ("max", "average")
 LOSSES = ("mae", "mse")
 TIME_MODES = ("continuous", "discrete")
+PREDICTIONS = ("noise", "velocity", "image")
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+AUGMENTATIONS = ("none", "dihedral")
+# "auto": DDPM ancestral sampling over all T steps for discrete-time runs, DDIM otherwise (today's behaviour).
+SAMPLERS = ("auto", "ddim", "dpmpp_2m", "heun", "ddpm")
 
 # Fields that define the network and the data normalisation: a fine-tuned run must
 # keep them from its base run, or the base weights would not fit.
 ARCHITECTURE_FIELDS = (
     "image_size", "depth", "base_width", "widths", "block_kind", "block_depth", "recurrence",
     "attention_gates", "pooling", "normalization", "group_norm_groups", "embedding_dims", "embedding_max_frequency", "normalize_images", "time_mode",
+    "conditional", "class_names", "class_embedding_dims", "condition_dims", "prediction",
 )
 
 
@@ -92,6 +98,28 @@ class DiffusionConfig(CommonConfig):
         finetune_from: base ``ddim`` run whose online and EMA weights and image statistics this run
             starts from (``--finetune-from RUN[/EPOCH]``).
         finetune_epoch: saved epoch of the base run that was loaded (0: its latest).
+        conditional: class-conditional U-Net (a learned class embedding joined to the noise
+            embedding, FiLM scale and shift on every block; see unet.py) trained with label dropout
+            and sampled with classifier-free guidance (Ho & Salimans 2022). False: today's network.
+        class_names: the label vocabulary of a conditional network (id ``i`` is ``class_names[i]``;
+            id ``len(class_names)`` is "no class"). Set by the training loop from the data's classes;
+            a fine-tune keeps its base run's (so a one-class fine-tune still names its class).
+        class_embedding_dims: size of the learned class embedding.
+        condition_dims: width of the MLP that joins the noise and class embeddings.
+        label_dropout: probability of replacing a training label by the "no class" id, which trains
+            the unconditional half of classifier-free guidance (Ho & Salimans 2022: 0.1-0.2).
+        guidance: default guidance weight w of sampling: ``eps_u + w (eps_c - eps_u)``
+            (0 = unconditional, 1 = plain conditional).
+        prediction: what the network predicts: ``noise`` (eps, keras-io / N&Z), ``velocity``
+            (v = alpha eps - sigma x0, Salimans & Ho 2022) or ``image`` (x0).
+        loss_weighting: ``uniform`` or ``min_snr`` (Hang et al. 2023, weight ``min(SNR, gamma)`` on
+            the x0 error, expressed for the prediction target; see ddim.py).
+        min_snr_gamma: gamma of ``min_snr`` (Hang et al.: 5).
+        augment: ``none`` or ``dihedral``: a random flip / 90-degree rotation (one of the 8 symmetries
+            of the square) of every training image, drawn inside the training step.
+        sampler: default solver of the sample grids and ``generate.py``: ``ddim``, ``dpmpp_2m``
+            (DPM-Solver++(2M), Lu et al. 2022), ``heun`` (Karras et al. 2022, 2 network calls per step),
+            ``ddpm`` (discrete-time runs) or ``auto`` (``ddpm`` for discrete-time runs, else ``ddim``).
     """
 
     kind: ClassVar[str] = "ddim"
@@ -154,6 +182,51 @@ class DiffusionConfig(CommonConfig):
     class_name: str = ""
     finetune_from: str = ""
     finetune_epoch: int = 0
+    # class conditioning and classifier-free guidance
+    conditional: bool = False
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    class_embedding_dims: int = 32
+    condition_dims: int = 128
+    label_dropout: float = 0.15
+    guidance: float = 2.0
+    # training recipe
+    prediction: str = "noise"
+    loss_weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
+    augment: str = "none"
+    sampler: str = "auto"
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the conditional network (0 for an unconditional one)."""
+        return len(self.class_names) if self.conditional else 0
+
+    def with_data_classes(self, classes) -> "DiffusionConfig":
+        """The config a conditional run trains with on data whose classes are ``classes``.
+
+        Unconditional configs are returned unchanged. A conditional config without
+        ``class_names`` takes ``classes``; one that has them (a fine-tune or a resumed run)
+        keeps them and every data class must be one of them.
+
+        Raises:
+            ConfigError: a data class the network has no id for.
+        """
+        classes = list(classes)
+        if not self.conditional:
+            return self
+        if not self.class_names:
+            return self.replace(class_names=classes)
+        unknown = [name for name in classes if name not in self.class_names]
+        if unknown:
+            raise ConfigError(f"class(es) {', '.join(unknown)} of the data are not among the conditional "
+                              f"network's class_names ({', '.join(self.class_names)})")
+        return self
+
+    def label_map(self, classes):
+        """int32 array mapping a data reader's label ids (ids into ``classes``) to network ids."""
+        import numpy as np
+
+        return np.array([self.class_names.index(name) for name in classes], np.int32)
 
     def widths_resolved(self) -> list[int]:
         """Features per U-Net level: ``widths`` if given, else ``base_width * 2**level``."""
@@ -230,6 +303,29 @@ class DiffusionConfig(CommonConfig):
             raise ConfigError(f"grid_size must be >= 1, got {self.grid_size}")
         if self.finetune_epoch < 0:
             raise ConfigError(f"finetune_epoch must be >= 0, got {self.finetune_epoch}")
+        _choice("prediction", self.prediction, PREDICTIONS)
+        _choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        _choice("augment", self.augment, AUGMENTATIONS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if self.sampler == "ddpm" and self.time_mode != "discrete":
+            raise ConfigError("sampler='ddpm' needs time_mode='discrete' (ancestral sampling over T steps)")
+        if self.sampler in ("dpmpp_2m", "heun") and self.sample_eta:
+            raise ConfigError(f"sample_eta={self.sample_eta}: the {self.sampler} sampler is deterministic "
+                              "(eta applies to ddim only)")
+        if not self.min_snr_gamma > 0:
+            raise ConfigError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ConfigError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.guidance < 0:
+            raise ConfigError(f"guidance must be >= 0, got {self.guidance}")
+        if self.class_embedding_dims < 1 or self.condition_dims < 1:
+            raise ConfigError(f"class_embedding_dims and condition_dims must be >= 1, got "
+                              f"{self.class_embedding_dims} and {self.condition_dims}")
+        if len(set(self.class_names)) != len(self.class_names) or any(not name for name in self.class_names):
+            raise ConfigError(f"class_names must be distinct and non-empty, got {self.class_names}")
+        if self.class_name and self.conditional and self.class_names and self.class_name not in self.class_names:
+            raise ConfigError(f"class_name={self.class_name!r} is not one of the conditional network's "
+                              f"class_names ({', '.join(self.class_names)})")
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

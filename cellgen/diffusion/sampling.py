@@ -6,13 +6,18 @@ always uses the EMA network.
 
 - :func:`load_diffusion_model` returns the model of a saved epoch and the run's config;
 - :func:`load_sampler` is registered in ``cellgen.sampling.SAMPLER_LOADERS`` under
-  ``ddim`` and accepts ``steps``, ``eta``, ``contrast`` and ``epoch``. For a
-  discrete-time (DDPM, Matos 2025) run it samples ancestrally over all T steps
-  unless ``steps`` is given, which selects DDIM over ``steps`` strided steps.
+  ``ddim`` and accepts ``steps``, ``eta``, ``contrast``, ``epoch``, ``guidance`` and
+  ``sampler``. For a discrete-time (DDPM, Matos 2025) run it samples ancestrally over
+  all T steps unless ``steps`` is given, which selects DDIM over ``steps`` strided steps.
+  A class-conditional run's sampler lists its classes (``.classes``) and draws each with
+  classifier-free guidance (``.sample(count, seed, class_name=...)``); a conditional run
+  fine-tuned on one class lists and draws that class.
 
 Example:
     >>> sampler = load_sampler(RunDir.open("runs/ddim-basophil"), steps=20, eta=0.0)  # doctest: +SKIP
     >>> images = sampler.sample(9, seed=0)     # float32 (9, S, S, 3) in [-1, 1]        # doctest: +SKIP
+    >>> sampler = load_sampler(RunDir.open("runs/ddim-cond"), guidance=2.0, sampler="dpmpp_2m")  # doctest: +SKIP
+    >>> sampler.classes, sampler.sample(9, seed=0, class_name="basophil").shape                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -118,53 +123,77 @@ class DiffusionSampler:
 
     Args:
         model: a :class:`~cellgen.diffusion.ddim.DiffusionModel`.
-        steps: DDIM steps (None: the config's ``diffusion_steps``, or all T ancestral steps for
-            a discrete-time run).
-        eta: 0 deterministic DDIM, 1 stochastic.
+        steps: solver steps (None: the config's ``diffusion_steps``, or all T ancestral steps for
+            a discrete-time run sampled with ``ddpm``).
+        eta: 0 deterministic DDIM, 1 stochastic (``ddim`` only).
         contrast: N&Z section 6.2 contrast c (0 = off).
-        classes: ``[class]`` for a model fine-tuned on one class, ``None`` for a base model.
+        classes: ``[class]`` for an unconditional model fine-tuned on one class, ``None`` for an
+            unconditional base model. Conditional models name their classes themselves
+            (``model.sample_classes``: every class, or a one-class fine-tune's class).
         epoch: the saved epoch (for records).
+        guidance: classifier-free guidance weight of conditional models (None: the config's).
+        sampler: ``ddim``, ``dpmpp_2m``, ``heun`` or ``ddpm`` (None: the config's ``sampler``;
+            ``auto`` is ``ddpm`` over all T steps for a discrete-time run without ``steps``, else ``ddim``).
 
     Example:
         >>> sampler = DiffusionSampler(model, steps=20)      # doctest: +SKIP
         >>> sampler.sample(4, seed=1).shape                   # doctest: +SKIP
         (4, 64, 64, 3)
+        >>> sampler.sample(4, seed=1, class_name="basophil")  # a conditional model    # doctest: +SKIP
     """
 
     kind = KIND
 
     def __init__(self, model, steps: int | None = None, eta: float = 0.0, contrast: float = 0.0,
-                 classes: list[str] | None = None, epoch: int | None = None):
+                 classes: list[str] | None = None, epoch: int | None = None, guidance: float | None = None,
+                 sampler: str | None = None):
         self.model = model
         self.image_size = int(model.config.image_size)
-        self.classes = classes
+        self.conditional = bool(model.is_conditional)
+        self.classes = model.sample_classes if self.conditional else classes
         self.epoch = epoch
         self.eta = float(eta)
         self.contrast = float(contrast)
-        if model.is_discrete and steps is None:
-            self.method, self.steps = "ddpm", int(model.config.timesteps)
+        self.guidance = float(model.config.guidance if guidance is None else guidance) if self.conditional else None
+        name = model.config.sampler if sampler is None else sampler
+        if name == "auto":
+            name = "ddpm" if model.is_discrete and steps is None else "ddim"
+        self.method = model.resolve_sampler(name)
+        if self.method == "ddpm":
+            self.steps = int(model.config.timesteps)
         else:
-            self.method = "ddim"
             self.steps = int(model.config.diffusion_steps if steps is None else steps)
 
     def sample(self, count: int, seed: int, class_name: str | None = None, batch_size: int = 64) -> np.ndarray:
-        """``count`` images, float32 (count, S, S, 3) in [-1, 1]; the same for the same seed."""
+        """``count`` images, float32 (count, S, S, 3) in [-1, 1]; the same for the same seed.
+
+        A conditional model draws ``class_name`` with classifier-free guidance; without a class,
+        a one-class fine-tune draws its class and a base model its unconditional ("no class") mode.
+        """
         if class_name is not None and class_name not in (self.classes or []):
+            if self.conditional:
+                raise RunError(f"class {class_name!r} cannot be chosen: this conditional diffusion model draws "
+                               f"{', '.join(self.classes)}")
             trained = f"was fine-tuned on class {self.classes[0]!r}" if self.classes else "is unconditional"
             raise RunError(f"class {class_name!r} cannot be chosen: this diffusion model {trained}; fine-tune "
-                           "one model per class (train_ddim.py --finetune-from RUN --class NAME)")
+                           "one model per class (train_ddim.py --finetune-from RUN --class NAME) or train a "
+                           "conditional one (--set conditional=true)")
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
-        return self.model.generate(count, steps=self.steps, eta=self.eta, seed=seed, method=self.method,
-                                   contrast=self.contrast, batch_size=max(1, int(batch_size)))
+        labels = class_name if self.conditional else None
+        return self.model.generate(count, steps=self.steps, eta=self.eta, seed=seed, labels=labels,
+                                   guidance=self.guidance, sampler=self.method, contrast=self.contrast,
+                                   batch_size=max(1, int(batch_size)))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "method": self.method, "steps": self.steps, "eta": self.eta,
-                "contrast": self.contrast, "epoch": self.epoch, "classes": self.classes}
+                "contrast": self.contrast, "epoch": self.epoch, "classes": self.classes,
+                "conditional": self.conditional, "guidance": self.guidance}
 
 
 def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None, contrast: float | None = None,
-                 epoch: int | None = None, **options: Any) -> DiffusionSampler:
+                 epoch: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                 **options: Any) -> DiffusionSampler:
     """The sampler of a ``ddim`` run (registered in ``cellgen.sampling.SAMPLER_LOADERS``).
 
     Args:
@@ -174,12 +203,15 @@ def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None
         eta: DDIM eta (default: the run's ``sample_eta``).
         contrast: N&Z contrast c (default: the run's ``contrast``, 0 = off).
         epoch: a saved epoch (default: the latest).
+        guidance: classifier-free guidance weight (conditional runs; default: the run's ``guidance``).
+        sampler: ``ddim``, ``dpmpp_2m``, ``heun`` or ``ddpm`` (default: the run's ``sampler``).
         **options: other generate.py options; any that is not None is rejected.
 
     Raises:
         RunError: not a ddim run / nothing saved / an option that does not apply.
-        ConfigError: a bad ``steps``, ``eta`` or ``contrast`` value.
+        ConfigError: a bad ``steps``, ``eta``, ``contrast``, ``guidance`` or ``sampler`` value.
     """
+    from cellgen.diffusion.config import SAMPLERS
     from cellgen.sampling import reject_options
 
     reject_options(KIND, options)
@@ -189,16 +221,31 @@ def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     if steps is not None and config.time_mode == "discrete" and int(steps) > config.timesteps:
         raise ConfigError(f"--steps must be <= {config.timesteps} (the run's timesteps)")
-    eta = config.sample_eta if eta is None else float(eta)
+    deterministic = (sampler or config.sampler) in ("dpmpp_2m", "heun")
+    if eta is not None and float(eta) and deterministic:
+        raise ConfigError(f"--eta {eta}: the {sampler or config.sampler} sampler is deterministic "
+                          "(eta applies to ddim only)")
+    eta = (0.0 if deterministic else config.sample_eta) if eta is None else float(eta)
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1], got {eta}")
     contrast = config.contrast if contrast is None else float(contrast)
     if not 0.0 <= contrast < 127.0:
         raise ConfigError(f"--contrast must be in [0, 127), got {contrast}")
+    if guidance is not None:
+        if not config.conditional:
+            raise RunError(f"--guidance needs a class-conditional diffusion run; {run.path} is unconditional")
+        if float(guidance) < 0:
+            raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    if sampler is not None:
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+        if sampler == "ddpm" and config.time_mode != "discrete":
+            raise ConfigError(f"--sampler ddpm needs a discrete-time run; {run.path} is continuous-time")
     chosen = resolve_epoch(run, epoch)
     model, _ = load_diffusion_model(run, chosen)
     classes = [config.class_name] if config.class_name else None
-    return DiffusionSampler(model, steps=steps, eta=eta, contrast=contrast, classes=classes, epoch=chosen)
+    return DiffusionSampler(model, steps=steps, eta=eta, contrast=contrast, classes=classes, epoch=chosen,
+                            guidance=guidance, sampler=sampler)
 
 
 def model_path(run: RunDir | str | os.PathLike, epoch: int) -> Path:

@@ -1,15 +1,19 @@
-"""Training a diffusion run end to end (used by ``train_ddim.py``, the study pipeline and the tests).
+"""Training a diffusion run: the DDIM stage of the shared training loop (:mod:`cellgen.training`).
 
-:func:`resolve_config` turns the script's arguments into a config (a preset and
-overrides; the saved config on ``--resume``; the base run's architecture when
-fine-tuning) and :func:`train` runs it, writing the run directory::
+:func:`resolve_config` turns a :class:`~cellgen.config.RunRequest` into a config (a preset and
+overrides; the saved config on resume; the base run's architecture when fine-tuning) and
+:func:`train` runs it, writing the run directory::
 
     RUN/config.toml|json, classes.json, environment.json
-    RUN/checkpoints/epoch-NNNN/      online + EMA networks, image statistics, optimizer (``--resume``)
+    RUN/checkpoints/epoch-NNNN/      online + EMA networks, image statistics, optimizer, noise seeds
     RUN/models/diffusion-epoch-NNNN.keras   every save_every epochs and the last (generate.py, fine-tuning)
     RUN/samples/epoch-NNNN.png       grids from fixed noise (epoch-0000: the base model, when fine-tuning)
     RUN/logs/history.csv, logs/tensorboard/, logs/run.log
     RUN/metrics/loss_curves.png, metrics/train.json, metrics/normalizer.json
+
+A class-conditional run (``conditional = true``) records its classes in the config
+(``class_names``) and trains on ``(image, label)`` pairs; fine-tuning it on one class
+keeps the base run's class ids.
 
 Example:
     >>> config = load_config(DiffusionConfig, "ddim_fast", {"data": "train", "out": "runs/d"})  # doctest: +SKIP
@@ -18,21 +22,21 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from cellgen.config import ConfigError
+from cellgen.config import ConfigError, RunRequest
 from cellgen.diffusion.config import ARCHITECTURE_FIELDS, DiffusionConfig
 from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.runs import RunDir, RunError
+from cellgen.training import Built, TrainingStage, run_training, training_reader
 
 # The image statistics come with the base weights, so the fields that decide them are fixed too.
 _FINETUNE_FIXED = ARCHITECTURE_FIELDS + ("crop",)
+MODEL_KIND = "diffusion"
 
 
 def _finetune_rules() -> FinetuneRules:
@@ -42,17 +46,17 @@ def _finetune_rules() -> FinetuneRules:
                          load_base_config=load_diffusion_config, resolve_epoch=resolve_epoch)
 
 
-def resolve_config(args: argparse.Namespace) -> DiffusionConfig:
-    """The run's config from parsed ``train_ddim.py`` arguments.
+def resolve_config(request: RunRequest) -> DiffusionConfig:
+    """The run's config for a ``train_ddim.py`` request.
 
-    New, ``--finetune-from RUN[/EPOCH]`` and ``--resume`` runs as in
+    New, fine-tuning (``request.finetune_from``) and resumed runs as in
     :func:`cellgen.finetune.resolve_run_config` (the architecture and image statistics
     come from the base run when fine-tuning; a resumed run also keeps its time mode).
 
     Raises:
         ConfigError, RunError: with a message naming the option.
     """
-    config = resolve_run_config(DiffusionConfig, args, _finetune_rules())
+    config = resolve_run_config(DiffusionConfig, request, _finetune_rules())
     if config.kid_encoder != "none" and not config.val_data:
         raise ConfigError(f"kid_encoder={config.kid_encoder!r} needs val_data (KID compares generated and "
                           "validation images): --set val_data=DIR")
@@ -65,60 +69,20 @@ def fixed_noise(config: DiffusionConfig) -> np.ndarray:
     return rng.standard_normal((config.grid_size, config.image_size, config.image_size, 3)).astype(np.float32)
 
 
-class DiffusionSnapshots(keras.callbacks.Callback):
-    """Writes sample grids from fixed noise and keeps ``.keras`` models of chosen epochs.
+def is_conditional(config: DiffusionConfig) -> bool:
+    return bool(getattr(config, "conditional", False))
 
-    Saving goes through an uncompiled copy of the model (built once), so the files hold the
-    online network, the EMA network and the image statistics, but no optimizer.
 
-    Args:
-        run: the run directory.
-        model: the training :class:`~cellgen.diffusion.ddim.DiffusionModel`.
-        noise: fixed initial noise of the grids.
-        config: the run's config (``sample_every``, ``save_every``, ``epochs``, sampling settings).
-    """
-
-    def __init__(self, run: RunDir, model, noise: np.ndarray, config: DiffusionConfig):
-        super().__init__()
-        self.run = run
-        self.diffusion = model
-        self.noise = noise
-        self.config = config
-        self._export = None
-
-    def write_grid(self, name: str, title: str) -> Path:
-        from cellgen.plots import save_image_grid
-
-        images = self.diffusion.generate_from_noise(self.noise, steps=self.config.diffusion_steps,
-                                                    eta=self.config.sample_eta, seed=self.config.seed)
-        columns = max(1, int(math.ceil(math.sqrt(len(images)))))
-        return save_image_grid(images, self.run.samples / f"{name}.png", columns=columns, title=title,
-                               scale=max(1, 96 // self.config.image_size))
-
-    def save_model(self, epoch: int) -> Path:
-        from cellgen.diffusion.ddim import DiffusionModel
-        from cellgen.diffusion.sampling import model_file
-
-        if self._export is None:
-            self._export = DiffusionModel(self.diffusion.config, name="diffusion_model")
-        self._export.set_weights(self.diffusion.get_weights())
-        path = self.run.models / model_file(epoch)
-        temporary = path.with_name(path.stem + ".tmp.keras")
-        self._export.save(temporary)
-        temporary.replace(path)  # a half-written model file must never look complete
-        return path
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_cellgen_nan_failure", None):
-            return
-        completed = epoch + 1
-        last = completed >= self.config.epochs
-        if last or (self.config.sample_every and completed % self.config.sample_every == 0):
-            method = "DDIM" if self.config.sample_eta == 0 else f"DDIM eta={self.config.sample_eta}"
-            self.write_grid(f"epoch-{completed:04d}",
-                            f"epoch {completed}: {self.config.diffusion_steps} {method} steps, EMA network")
-        if last or (self.config.save_every and completed % self.config.save_every == 0):
-            self.save_model(completed)
+def grid_labels(config: DiffusionConfig) -> np.ndarray | None:
+    """Class ids of the sample grid of a conditional model: one block of rows per class
+    (a fine-tune on one class draws that class only), None for an unconditional model."""
+    if not is_conditional(config):
+        return None
+    names = list(config.class_names)
+    chosen = [names.index(config.class_name)] if config.class_name else list(range(len(names)))
+    per_class = max(1, config.grid_size // len(chosen))
+    labels = np.repeat(np.asarray(chosen, dtype=np.int32), per_class)
+    return np.resize(labels, config.grid_size).astype(np.int32)
 
 
 class ValidationKID(keras.callbacks.Callback):
@@ -160,29 +124,6 @@ class ValidationKID(keras.callbacks.Callback):
             logs["val_kid"] = self.compute()
 
 
-def _make_readers(config: DiffusionConfig):
-    from cellgen.cli.common import crop_option
-    from cellgen.data_reader import DataError, DataReader
-
-    class_filter = [config.class_name] if config.class_name else None
-    common = dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
-                  on_error=config.on_error, workers=config.workers, class_filter=class_filter)
-    # Full batches only: a static batch splits evenly over replicas and batch statistics of a
-    # one-image remainder are meaningless. A class smaller than the batch trains on one smaller batch.
-    try:
-        reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=True, **common)
-    except DataError:
-        # Fewer images than one batch (or a real data problem, which the second attempt reports).
-        reader = DataReader(config.data, batch_size=config.batch_size, shuffle=True, drop_remainder=False, **common)
-    val_reader = None
-    if config.val_data:
-        try:
-            val_reader = DataReader(config.val_data, batch_size=config.batch_size, shuffle=False, **common)
-        except DataError as error:
-            raise DataError(f"val_data: {error}") from None
-    return reader, val_reader
-
-
 def build_model(config: DiffusionConfig, load_base: bool = True):
     """The compiled DiffusionModel of ``config`` and its built optimizer (call inside ``strategy.scope()``).
 
@@ -207,7 +148,127 @@ def build_model(config: DiffusionConfig, load_base: bool = True):
     return model, optimizer
 
 
-def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1) -> RunDir:
+class DiffusionStage(TrainingStage):
+    """The DDIM (and discrete DDPM) stage of the shared loop."""
+
+    name = "ddim"
+    history_title = "DDIM: noise loss (MAE/MSE of the predicted noise), image loss; val_ = EMA network"
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__(config)
+        self._export = None
+
+    @property
+    def initial_grid(self) -> bool:  # the base model's samples, before fine-tuning changes them
+        return bool(self.config.finetune_from)
+
+    def make_readers(self):
+        from cellgen.data import DataError, DataReader, crop_option
+
+        config = self.config
+        class_filter = [config.class_name] if config.class_name else None
+        common = dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
+                      on_error=config.on_error, workers=config.workers, class_filter=class_filter)
+        reader = training_reader(config.data, config.batch_size, **common)
+        if is_conditional(config) and not config.class_names:
+            # A new conditional run: its label vocabulary is the data's classes, fixed from now on.
+            self.config = config = config.replace(class_names=list(reader.classes))
+        if is_conditional(config):
+            unknown = [name for name in reader.classes if name not in config.class_names]
+            if unknown:
+                raise ConfigError(f"class(es) {', '.join(unknown)} of {config.data} are not among the model's "
+                                  f"classes ({', '.join(config.class_names)})")
+        val_reader = None
+        if config.val_data:
+            try:
+                val_reader = DataReader(config.val_data, batch_size=config.batch_size, shuffle=False, **common)
+            except DataError as error:
+                raise DataError(f"val_data: {error}") from None
+        return reader, val_reader
+
+    def run_classes(self, reader) -> list[str]:
+        return [self.config.class_name] if self.config.class_name else list(reader.classes)
+
+    def _labelled(self, dataset, reader):
+        """Maps the reader's label ids to the model's class ids (a one-class fine-tune's 0 is its base id)."""
+        import tensorflow as tf
+
+        ids = tf.constant([list(self.config.class_names).index(name) for name in reader.classes], dtype=tf.int32)
+        return dataset.map(lambda images, labels: (images, tf.gather(ids, tf.cast(labels, tf.int32))))
+
+    def train_dataset(self, reader, start_epoch: int):
+        if is_conditional(self.config):
+            return self._labelled(reader.as_tf_dataset(start_epoch=start_epoch, with_labels=True), reader)
+        return reader.as_tf_dataset(start_epoch=start_epoch, with_labels=False)
+
+    def fit_options(self, val_reader):
+        if val_reader is None:
+            return {}
+        if is_conditional(self.config):
+            data = self._labelled(val_reader.as_tf_dataset(with_labels=True), val_reader)
+        else:
+            data = val_reader.as_tf_dataset(with_labels=False)
+        return {"validation_data": data, "validation_steps": len(val_reader)}
+
+    def build(self, run: RunDir, from_checkpoint: bool) -> Built:
+        model, optimizer = build_model(self.config, load_base=not from_checkpoint)
+        self.model = model
+        return Built(model, {"diffusion": model, "optimizer": optimizer},
+                     learning_rates=[(optimizer, self.config.learning_rate)],
+                     parameters={"network": model.network.count_params()})
+
+    def before_fit(self, run: RunDir, initial_epoch: int, restored) -> None:
+        config = self.config
+        if initial_epoch == 0 and not config.finetune_from:
+            # keras-io adapts its Normalization layer to the training set; fine-tuning keeps the base's statistics.
+            batches = (images for _, (images, _labels) in zip(range(config.normalizer_batches),
+                                                              self.reader.epoch(0)))
+            run.write_metrics("normalizer", self.model.adapt_normalizer(batches))
+        self.noise = fixed_noise(config)
+
+    def callbacks(self, run: RunDir) -> list:
+        if self.config.kid_encoder != "none" and self.val_reader is not None:
+            return [_make_kid_callback(self.config, self.model, self.val_reader)]
+        return []
+
+    def write_grid(self, run: RunDir, name: str, epoch: int) -> None:
+        from cellgen.plots import save_image_grid
+
+        config = self.config
+        labels = grid_labels(config)
+        options = {"labels": labels} if labels is not None else {}
+        images = self.model.generate_from_noise(self.noise, steps=config.diffusion_steps, eta=config.sample_eta,
+                                                seed=config.seed, **options)
+        if epoch == 0:
+            title = f"base model {config.finetune_from} (epoch {config.finetune_epoch})"
+        else:
+            method = "DDIM" if config.sample_eta == 0 else f"DDIM eta={config.sample_eta}"
+            title = f"epoch {epoch}: {config.diffusion_steps} {method} steps, EMA network"
+        columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+        save_image_grid(images, run.samples / f"{name}.png", columns=columns, title=title,
+                        scale=max(1, 96 // config.image_size))
+
+    def save_models(self, run: RunDir, epoch: int) -> None:
+        # An uncompiled copy (built once): the file holds the online and EMA networks and the image
+        # statistics, but no optimizer.
+        from cellgen.diffusion.ddim import DiffusionModel
+
+        if self._export is None:
+            self._export = DiffusionModel(self.model.config, name="diffusion_model")
+        self._export.set_weights(self.model.get_weights())
+        run.save_model(self._export, MODEL_KIND, epoch)
+
+    def saved_epochs(self, run: RunDir) -> list[int]:
+        return run.saved_epochs(MODEL_KIND)
+
+    def summary(self, run: RunDir) -> dict:
+        config = self.config
+        return {"finetune_from": config.finetune_from or None,
+                "finetune_epoch": config.finetune_epoch if config.finetune_from else None,
+                "conditional": is_conditional(config)}
+
+
+def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:
     """Trains (or resumes, or fine-tunes) a diffusion model and writes its run directory.
 
     Args:
@@ -219,89 +280,7 @@ def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1) -> Ru
         NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
         DataError, ConfigError, RunError: bad input, with a one-line message.
     """
-    from cellgen.cli.common import prepare_runtime
-
-    strategy, precision = prepare_runtime(config)
-
-    from cellgen.diffusion.sampling import saved_epochs
-    from cellgen.plots import plot_history
-    from cellgen.runs import TrainingState, make_callbacks, raise_if_stopped_on_nan, read_history, resume_training
-
-    reader, val_reader = _make_readers(config)
-    classes = [config.class_name] if config.class_name else reader.classes
-    run = RunDir.create(config.out, config, classes, resume=resume)
-    run.log(f"ddim: {reader.num_images} training images ({', '.join(classes)}), precision {precision}, "
-            f"{strategy.num_replicas_in_sync} replica(s)")
-    if reader.skipped:
-        reader.write_skip_report(run.logs)
-
-    has_checkpoint = resume and TrainingState(run.checkpoints).latest() is not None
-    with strategy.scope():
-        model, optimizer = build_model(config, load_base=not has_checkpoint)
-
-    state = TrainingState(run.checkpoints, diffusion=model, optimizer=optimizer)
-    initial_epoch, previous_seconds, _ = resume_training(state, run, resume, config.epochs,
-                                                         [(optimizer, config.learning_rate)])
-    if initial_epoch == 0 and not config.finetune_from:
-        # keras-io adapts its Normalization layer to the training set; fine-tuning keeps the base's statistics.
-        batches = (images for _, (images, _labels) in zip(range(config.normalizer_batches), reader.epoch(0)))
-        statistics = model.adapt_normalizer(batches)
-        run.write_metrics("normalizer", statistics)
-
-    snapshots = DiffusionSnapshots(run, model, fixed_noise(config), config)
-    if initial_epoch == 0 and config.finetune_from:
-        snapshots.write_grid("epoch-0000", f"base model {config.finetune_from} (epoch {config.finetune_epoch})")
-    fit_started = time.perf_counter()
-
-    def elapsed_seconds() -> float:
-        return previous_seconds + time.perf_counter() - fit_started
-
-    callbacks = make_callbacks(run, state, checkpoint_every=config.checkpoint_every, initial_epoch=initial_epoch,
-                               extra_state=lambda epoch: {"train_seconds": elapsed_seconds()})
-    if config.kid_encoder != "none" and val_reader is not None:
-        callbacks.insert(1, _make_kid_callback(config, model, val_reader))
-    callbacks.append(snapshots)
-    fit_options = {}
-    if val_reader is not None:
-        fit_options = {"validation_data": val_reader.as_tf_dataset(with_labels=False),
-                       "validation_steps": len(val_reader)}
-    if initial_epoch < config.epochs:
-        model.fit(reader.as_tf_dataset(start_epoch=initial_epoch, with_labels=False), steps_per_epoch=len(reader),
-                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                  shuffle=False, **fit_options)  # the reader shuffles (per epoch, seed-deterministic)
-    raise_if_stopped_on_nan(callbacks, state)
-    session_seconds = time.perf_counter() - fit_started
-    epochs_done = max(initial_epoch, config.epochs)
-    if epochs_done not in saved_epochs(run) and epochs_done > 0 and initial_epoch < config.epochs:
-        snapshots.save_model(epochs_done)
-
-    history_path = run.logs / "history.csv"
-    history = read_history(history_path) if history_path.is_file() else {}
-    history = {key: values for key, values in history.items() if values and not all(v != v for v in values)}
-    if any(key != "epoch" for key in history):
-        plot_history(history, run.metrics / "loss_curves.png",
-                     title="DDIM: noise loss (MAE/MSE of the predicted noise), image loss; val_ = EMA network")
-    trained_images = (epochs_done - initial_epoch) * len(reader) * reader.batch_size
-    run.write_metrics("train", {
-        "epochs": epochs_done,
-        "train_seconds": elapsed_seconds(),
-        "images_per_second_this_session": trained_images / session_seconds if trained_images else None,
-        "training_images": reader.num_images,
-        "validation_images": val_reader.num_images if val_reader is not None else 0,
-        "steps_per_epoch": len(reader),
-        "classes": classes,
-        "parameters": {"network": model.network.count_params()},
-        "precision": precision,
-        "replicas": strategy.num_replicas_in_sync,
-        "optimizer_iterations": int(optimizer.iterations.numpy()),
-        "saved_epochs": saved_epochs(run),
-        "final": {key: values[-1] for key, values in history.items() if key != "epoch" and values},
-        "finetune_from": config.finetune_from or None,
-        "finetune_epoch": config.finetune_epoch if config.finetune_from else None,
-    })
-    run.mark_complete(epochs=epochs_done, train_seconds=elapsed_seconds())
-    print(f"trained {epochs_done} epochs; run directory: {run.path}")
-    return run
+    return run_training(DiffusionStage(config), resume=resume, verbose=verbose, strategy=strategy)
 
 
 def _make_kid_callback(config: DiffusionConfig, model, val_reader) -> ValidationKID:

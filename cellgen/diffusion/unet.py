@@ -11,6 +11,15 @@ attention-gated, Oktay et al. 2018) skip connection and applies the same kind of
 block. The last 1x1 convolution is zero-initialised, so the untrained network
 predicts zero noise (keras-io), and runs in float32.
 
+A class-conditional network (``num_classes > 0``) has a third input, integer class ids
+in ``[0, num_classes]`` where ``num_classes`` is "no class" (the unconditional half of
+classifier-free guidance, Ho & Salimans 2022). A learned class embedding (float32) is
+joined to the noise embedding and an MLP (two float32 swish dense layers) turns them into
+the conditioning vector; every block's output is then scaled and shifted per channel by a
+zero-initialised dense projection of it (:class:`~cellgen.diffusion.blocks.FiLM`; the
+AdaGN / FiLM conditioning of Dhariwal & Nichol 2021). With ``num_classes = 0`` the
+network is exactly the unconditional one (same layers, same initialisation order).
+
 Images whose side is not a multiple of ``2 ** (depth - 1)`` (28 px with the
 deeper Matos U-Net) are zero-padded to the next multiple and the output is
 cropped back.
@@ -29,7 +38,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from cellgen.diffusion.blocks import AttentionGate, SinusoidalEmbedding, make_block
+from cellgen.diffusion.blocks import AttentionGate, FiLM, SinusoidalEmbedding, make_block
 
 
 def padding_for(image_size: int, levels: int) -> tuple[int, int]:
@@ -43,8 +52,9 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
                block_depth: int = 1, recurrence: int = 2, attention_gates: bool = True, pooling: str = "max",
                normalization: str = "batch", batch_norm_momentum: float = 0.99, group_norm_groups: int = 8,
                embedding_dims: int = 32, embedding_max_frequency: float = 1000.0, channels: int = 3,
+               num_classes: int = 0, class_embedding_dims: int = 32, condition_dims: int = 128,
                name: str = "unet") -> keras.Model:
-    """Builds the U-Net ``[noisy_images, noise_variances] -> predicted_noises``.
+    """Builds the U-Net ``[noisy_images, noise_variances(, class_ids)] -> prediction``.
 
     Args:
         image_size: side of the square images.
@@ -57,11 +67,14 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
         normalization, batch_norm_momentum, group_norm_groups: normalisation inside the blocks.
         embedding_dims, embedding_max_frequency: sinusoidal embedding of the noise variance.
         channels: image channels.
+        num_classes: 0 (unconditional) or the number of classes; then a third input ``(B,)``
+            int32 takes class ids, ``num_classes`` meaning "no class".
+        class_embedding_dims, condition_dims: class embedding size and conditioning MLP width.
         name: model name.
 
     Returns:
-        A functional model with inputs ``(B, S, S, channels)`` and ``(B, 1, 1, 1)`` and a float32
-        output of shape ``(B, S, S, channels)``.
+        A functional model with inputs ``(B, S, S, channels)``, ``(B, 1, 1, 1)`` (and ``(B,)``
+        class ids when conditional) and a float32 output of shape ``(B, S, S, channels)``.
     """
     widths = [int(width) for width in widths]
     if not widths:
@@ -76,9 +89,33 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
     noisy_images = keras.Input((image_size, image_size, channels), name="noisy_images")
     noise_variances = keras.Input((1, 1, 1), name="noise_variances")
 
-    embedding = SinusoidalEmbedding(embedding_dims, embedding_max_frequency, name="noise_embedding")(noise_variances)
+    inputs = [noisy_images, noise_variances]
+    noise_embedding = SinusoidalEmbedding(embedding_dims, embedding_max_frequency,
+                                          name="noise_embedding")(noise_variances)
     embedding = layers.UpSampling2D(padded_size, interpolation="nearest", dtype="float32",
-                                    name="broadcast_embedding")(embedding)
+                                    name="broadcast_embedding")(noise_embedding)
+    condition = None
+    if num_classes:
+        class_ids = keras.Input((), dtype="int32", name="class_ids")
+        inputs.append(class_ids)
+        # One extra id, num_classes, is "no class" (dropped labels; the unconditional prediction).
+        class_embedding = layers.Embedding(num_classes + 1, class_embedding_dims, dtype="float32",
+                                           name="class_embedding")(class_ids)
+        class_embedding = layers.Reshape((1, 1, class_embedding_dims), dtype="float32",
+                                         name="class_embedding_reshape")(class_embedding)
+        condition = layers.Concatenate(dtype="float32", name="concat_condition")([noise_embedding, class_embedding])
+        for index in range(2):
+            condition = layers.Dense(condition_dims, activation="swish", dtype="float32",
+                                     name=f"condition_dense{index}")(condition)
+
+    def modulate(x, width: int, block_name: str):
+        """FiLM of a block's output by the conditioning vector (identity for unconditional networks)."""
+        if condition is None:
+            return x
+        parameters = layers.Dense(2 * width, kernel_initializer="zeros", dtype="float32",
+                                  name=f"{block_name}_film_dense")(condition)
+        return FiLM(name=f"{block_name}_film")([x, parameters])
+
     x = noisy_images
     if before or after:
         x = layers.ZeroPadding2D(((before, after), (before, after)), name="pad")(x)
@@ -89,11 +126,13 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
     for level, width in enumerate(widths[:-1]):
         for index in range(block_depth):
             x = make_block(block_kind, width, recurrence, name=f"down{level}_block{index}", **block_options)(x)
+            x = modulate(x, width, f"down{level}_block{index}")
         skips.append(x)
         pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
         x = pool(2, name=f"down{level}_pool")(x)
     for index in range(block_depth):
         x = make_block(block_kind, widths[-1], recurrence, name=f"bottleneck_block{index}", **block_options)(x)
+        x = modulate(x, widths[-1], f"bottleneck_block{index}")
     for level in reversed(range(levels - 1)):
         skip = skips[level]
         if attention_gates:
@@ -102,11 +141,12 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
         x = layers.Concatenate(name=f"up{level}_concat")([x, skip])
         for index in range(block_depth):
             x = make_block(block_kind, widths[level], recurrence, name=f"up{level}_block{index}", **block_options)(x)
+            x = modulate(x, widths[level], f"up{level}_block{index}")
 
     x = layers.Conv2D(channels, 1, kernel_initializer="zeros", dtype="float32", name="output_conv")(x)
     if before or after:
         x = layers.Cropping2D(((before, after), (before, after)), dtype="float32", name="crop")(x)
-    return keras.Model([noisy_images, noise_variances], x, name=name)
+    return keras.Model(inputs, x, name=name)
 
 
 def unet_from_config(config, name: str = "unet") -> keras.Model:
@@ -116,4 +156,5 @@ def unet_from_config(config, name: str = "unet") -> keras.Model:
         block_depth=config.block_depth, recurrence=config.recurrence, attention_gates=config.attention_gates,
         pooling=config.pooling, normalization=config.normalization, batch_norm_momentum=config.batch_norm_momentum,
         group_norm_groups=config.group_norm_groups, embedding_dims=config.embedding_dims,
-        embedding_max_frequency=config.embedding_max_frequency, name=name)
+        embedding_max_frequency=config.embedding_max_frequency, num_classes=config.num_classes,
+        class_embedding_dims=config.class_embedding_dims, condition_dims=config.condition_dims, name=name)

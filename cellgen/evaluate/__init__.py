@@ -14,7 +14,10 @@ Modules:
   image, in feature and pixel space;
 - :mod:`~cellgen.evaluate.generated`: :func:`evaluate_generated`, all of the above
   over several seeds, with a JSON/Markdown report and image grids;
-- :mod:`~cellgen.evaluate.expert`: the expert test kit (K&C Table 2, N&Z Tables 9-14).
+- :mod:`~cellgen.evaluate.expert`: the expert test kit (K&C Table 2, N&Z Tables 9-14);
+- :mod:`~cellgen.evaluate.tasks`: the scripts' work as typed calls
+  (:func:`evaluate_generator` with :class:`GeneratorEvaluation`, :func:`make_expert_kit`
+  with :class:`ExpertKitOptions`), each with its equivalent command line.
 
 Why a domain network matters
 ----------------------------
@@ -68,7 +71,9 @@ _EXPORTS = {
     "memorization_statistics": "memorization", "nearest_neighbours": "memorization",
     "evaluate_generated": "generated", "markdown_report": "generated",
     "make_kit": "expert", "score_kit": "expert", "score_answers": "expert", "read_answers": "expert",
-    "format_tables": "expert",
+    "format_tables": "expert", "require_inception_weights": "features",
+    "GeneratorEvaluation": "tasks", "evaluate_generator": "tasks", "ExpertKitOptions": "tasks",
+    "make_expert_kit": "tasks",
 }
 
 __all__ = sorted(_EXPORTS)

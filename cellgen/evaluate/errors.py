@@ -1,12 +1,12 @@
 """Error types of the evaluation stage.
 
-Both derive from :class:`cellgen.data_reader.DataError`, so the scripts'
+Both derive from :class:`cellgen.data.DataError`, so the scripts'
 ``guarded`` wrapper prints them as a one-line ``error: ...`` (exit status 2).
 """
 
 from __future__ import annotations
 
-from cellgen.data_reader import DataError
+from cellgen.data import DataError
 
 
 class EvaluationError(DataError):

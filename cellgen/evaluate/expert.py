@@ -78,9 +78,7 @@ def _split_counts(total: int, classes: Sequence[str]) -> dict[str, int]:
 
 
 def _list_source(source, what: str, class_filter=None, crop=None):
-    from cellgen.data_reader import DataReader
-
-    from cellgen.data_reader import DataError
+    from cellgen.data import DataError, DataReader
 
     try:
         reader = DataReader(source, crop=crop, batch_size=1, shuffle=False, class_filter=class_filter, workers=0)

@@ -45,6 +45,11 @@ INCEPTION_SIZE = 299
 INCEPTION_MIN_SIZE = 75  # keras.applications.InceptionV3 refuses smaller inputs
 CACHE_VERSION = 1
 CLASSIFIER_FILE_NAMES = ("model.keras", "best.keras")
+# What keras.applications.InceptionV3(include_top=False, weights="imagenet") downloads.
+IMAGENET_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                      + IMAGENET_NOTOP_FILE)
+IMAGENET_NOTOP_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
 
 
 def default_cache_dir() -> Path:
@@ -148,6 +153,57 @@ def _build_with_precision(precision: str, build):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def _keras_model_dirs() -> list[Path]:
+    """Where Keras keeps downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models`` (or /tmp/.keras)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return [Path(home) / "models", Path(tempfile.gettempdir()) / ".keras" / "models"]
+
+
+def cached_imagenet_weights() -> Path | None:
+    """InceptionV3's ImageNet no-top weights file when Keras has downloaded it before, else None."""
+    for folder in _keras_model_dirs():
+        if (folder / IMAGENET_NOTOP_FILE).is_file():
+            return folder / IMAGENET_NOTOP_FILE
+    return None
+
+
+def _download_imagenet_weights() -> str:
+    import keras
+
+    return keras.utils.get_file(IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models",
+                                file_hash=IMAGENET_NOTOP_MD5)
+
+
+def require_inception_weights(weights: str | os.PathLike | None) -> None:
+    """Makes sure InceptionV3 can get ``weights`` before anything long starts.
+
+    ``"imagenet"`` is taken from the Keras cache, or downloaded now (once); when that fails
+    (no internet), a one-line error says what to pass instead. A file must exist;
+    ``None``/``"none"`` (random weights) needs nothing.
+
+    Raises:
+        EvaluationError: the weights cannot be had, naming the option.
+    """
+    if weights is None or str(weights).lower() in ("none", "random"):
+        return
+    if str(weights) != "imagenet":
+        if not Path(os.path.expanduser(os.fspath(weights))).is_file():
+            raise EvaluationError(f"--inception-weights: file not found: {weights} (use imagenet or a "
+                                  "local InceptionV3 no-top weights file)")
+        return
+    if cached_imagenet_weights() is not None:
+        return
+    try:
+        _download_imagenet_weights()
+    except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...") offline
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EvaluationError(
+            f"--inception-weights imagenet: InceptionV3's ImageNet weights are not on this machine "
+            f"({_keras_model_dirs()[0] / IMAGENET_NOTOP_FILE}) and cannot be downloaded ({reason}); pass "
+            f"--inception-weights FILE (a copy of {IMAGENET_NOTOP_FILE}), or use the domain extractor "
+            "(a classifier trained on the real images)") from None
+
+
 class InceptionExtractor(FeatureExtractor):
     """InceptionV3 average-pool features (2048) at ``input_size`` (299 as in FID).
 
@@ -175,15 +231,13 @@ class InceptionExtractor(FeatureExtractor):
         if not isinstance(input_size, int) or input_size < INCEPTION_MIN_SIZE:
             raise EvaluationError(f"--extractor-size: InceptionV3 needs at least {INCEPTION_MIN_SIZE} px, "
                                   f"got {input_size}")
+        require_inception_weights(weights)
         if weights is None or str(weights).lower() in ("none", "random"):
             weights_argument, label = None, "random"
         elif str(weights) == "imagenet":
             weights_argument, label = "imagenet", "imagenet"
         else:
             path = Path(os.path.expanduser(os.fspath(weights)))
-            if not path.is_file():
-                raise EvaluationError(f"--inception-weights: file not found: {weights} (use imagenet or a "
-                                      "local InceptionV3 no-top weights file)")
             weights_argument, label = str(path), path.name
 
         def build():
@@ -456,7 +510,7 @@ def features_of_source(source, extractor: FeatureExtractor, image_size: int, cro
     list (names, sizes and modification times), ``image_size``, ``crop``, ``class_filter``
     and the extractor's fingerprint, and loaded from there the next time.
     """
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
 
     reader = DataReader(source, image_size=image_size, crop=crop, batch_size=batch_size, shuffle=False,
                         class_filter=class_filter, on_error=on_error, workers=workers)
@@ -482,7 +536,7 @@ def features_of_source(source, extractor: FeatureExtractor, image_size: int, cro
 
 def read_files(paths: Sequence[str], image_size: int, crop=None, workers: int = 2) -> np.ndarray:
     """Reads chosen image files through the DataReader pipeline (crop, resize) as uint8 (N, S, S, 3)."""
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
     from cellgen.images import to_uint8
 
     if not paths:
@@ -506,7 +560,7 @@ def pixels_of_source(source, image_size: int, crop=None, class_filter=None, batc
     """Every image of a source as uint8 (N, S, S, 3) at ``image_size`` (for pixel-space distances)."""
     from tqdm import tqdm
 
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
     from cellgen.images import to_uint8
 
     reader = DataReader(source, image_size=image_size, crop=crop, batch_size=batch_size, shuffle=False,

@@ -76,7 +76,7 @@ def _resize_uint8_or_float(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _generated_size(generated) -> int:
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
 
     if _is_sampler(generated):
         return int(generated.image_size)
@@ -119,7 +119,7 @@ def _real_feature_set(real, extractor, image_size, crop, class_name, batch_size,
 
 def _train_class_filter(train, class_name):
     """The class filter for the memorisation reference: the class, when the source has it."""
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
 
     if class_name is None:
         return None
@@ -211,7 +211,7 @@ def evaluate_generated(real, generated, extractor="inception", n: int = 10_000, 
                 description="generated features", progress=progress, keep_images=keep)
             source_name = "<array>"
         else:
-            from cellgen.data_reader import DataReader
+            from cellgen.data import DataReader
 
             listing = DataReader(generated, batch_size=1, shuffle=False, workers=0)
             generated_filter = None

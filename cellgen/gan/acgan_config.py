@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import ConfigError
+from cellgen.gan.config import AdversarialConfig
 
 HEAD_OUTPUT_ACTIVATIONS = ("relu", "linear")
 
 
 @dataclasses.dataclass
-class ACGANConfig(CommonConfig):
+class ACGANConfig(AdversarialConfig):
     """Config of ``train_acgan.py`` (run kind ``acgan``).
 
     Attributes:
@@ -33,7 +34,8 @@ class ACGANConfig(CommonConfig):
             (inference mode) and trains only the dense heads and the realness layer;
             False trains the whole AC-GAN from scratch with the backbone's architecture
             (K&C's first attempts, which they found worse; kept for comparison).
-        latent_dim: size of z; must equal the backbone's latent size.
+        image_size, latent_dim: the backbone run's; ``train_acgan.py`` takes them from
+            ``--backbone`` unless given explicitly (then they must agree with it).
         head_layers: dense layers of each head (K&C: 3).
         head_units: units of each hidden head layer (K&C: 100).
         generator_head_output: activation of the generator head's last layer, which produces
@@ -45,6 +47,8 @@ class ACGANConfig(CommonConfig):
         sample_every, save_every, checkpoint_every, keep_checkpoints: periods in epochs and
             how many resumable checkpoints to keep.
         jit_compile: compile the train step with XLA.
+        augment, ada, ada_target, ada_kimg: DiffAugment and ADA on the discriminator's inputs
+            (see :class:`cellgen.gan.config.AdversarialConfig`).
     """
 
     kind: ClassVar[str] = "acgan"
@@ -81,14 +85,7 @@ class ACGANConfig(CommonConfig):
         if self.generator_head_output not in HEAD_OUTPUT_ACTIVATIONS:
             raise ConfigError(f"generator_head_output must be one of {', '.join(HEAD_OUTPUT_ACTIVATIONS)}; "
                               f"got {self.generator_head_output!r}")
-        for name in ("g_learning_rate", "d_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("g_beta_1", "d_beta_1"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("samples_per_class", "sample_every", "save_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.require_positive("samples_per_class", "sample_every", "save_every", "checkpoint_every",
+                              "keep_checkpoints")
         if self.backbone_epoch < 0:
             raise ConfigError(f"backbone_epoch must be >= 0 (0 = latest), got {self.backbone_epoch}")

@@ -33,6 +33,8 @@ from typing import ClassVar
 from cellgen.config import CommonConfig, ConfigError, load_config  # noqa: F401  (doctest)
 
 UPSAMPLING_KINDS = ("transposed", "nearest")
+# DiffAugment policies (Zhao et al. 2020), applied in this order: see cellgen.gan.diffaugment.
+AUGMENT_POLICIES = ("color", "translation", "cutout")
 ACTIVATIONS = ("leaky_relu", "relu")
 FREEZE_SIDES = ("input", "output")
 
@@ -43,7 +45,62 @@ ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "start_size", "depth_g", "dep
 
 
 @dataclasses.dataclass
-class VanillaGANConfig(CommonConfig):
+class AdversarialConfig(CommonConfig):
+    """What every cellgen GAN config has besides :class:`CommonConfig`: differentiable augmentation.
+
+    Subclasses (:class:`VanillaGANConfig`, :class:`cellgen.gan.acgan_config.ACGANConfig`) also
+    declare ``g_learning_rate``, ``d_learning_rate``, ``g_beta_1`` and ``d_beta_1``, checked here.
+
+    Attributes:
+        augment: DiffAugment policies (Zhao et al. 2020) applied to every image the
+            discriminator sees, real and generated, in its own update and in the generator's
+            loss (never to saved or shown images): any of ``color`` (brightness, saturation,
+            contrast), ``translation`` (up to 1/8 of the side, zero fill) and ``cutout`` (a
+            square of half the side set to 0); empty: off.
+        ada: adaptive augmentation strength (Karras et al. 2020, ADA): each policy is applied to
+            an image with probability p, which starts at 0 and follows the discriminator's
+            over-confidence on real images; needs ``augment``. p is logged as ``ada_p``.
+        ada_target: target of r_t = E[sign(D(real))] (Karras et al.: 0.6); p rises while r_t
+            is above it and falls while below.
+        ada_kimg: thousands of real images over which p can move from 0 to 1 (Karras et al.
+            use 500 for runs of millions of images; 10 suits the few-thousand-step fine-tunes
+            of rare classes here).
+    """
+
+    augment: list[str] = dataclasses.field(default_factory=list)
+    ada: bool = False
+    ada_target: float = 0.6
+    ada_kimg: float = 10.0
+
+    def validate(self) -> None:
+        super().validate()
+        unknown = [name for name in self.augment if name not in AUGMENT_POLICIES]
+        if unknown:
+            raise ConfigError(f"augment: unknown polic{'ies' if len(unknown) > 1 else 'y'} "
+                              f"{', '.join(map(repr, unknown))}; valid: {', '.join(AUGMENT_POLICIES)}")
+        if self.ada and not self.augment:
+            raise ConfigError("ada adapts the probability of the augment policies: set augment too "
+                              f"(e.g. --set augment={','.join(AUGMENT_POLICIES)})")
+        if not 0 < self.ada_target < 1:
+            raise ConfigError(f"ada_target must be in (0, 1), got {self.ada_target}")
+        if not self.ada_kimg > 0:
+            raise ConfigError(f"ada_kimg must be > 0, got {self.ada_kimg}")
+        for name in ("g_learning_rate", "d_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("g_beta_1", "d_beta_1"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def require_positive(self, *names: str) -> None:
+        """Raises ConfigError naming the first of ``names`` that is below 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class VanillaGANConfig(AdversarialConfig):
     """Config of ``train_vanilla_gan.py`` (run kind ``vanilla_gan``).
 
     Defaults are Klang & Carlberg's Table 1 where the table gives a value.
@@ -91,6 +148,7 @@ class VanillaGANConfig(CommonConfig):
         freeze_g_batchnorm: freeze every generator batch norm (gamma, beta and moving statistics;
             inference mode), as N&Z did when fine-tuning.
         jit_compile: compile the train step with XLA (off: on CPUs oneDNN's bf16 kernels are faster).
+        augment, ada, ada_target, ada_kimg: DiffAugment and ADA (see :class:`AdversarialConfig`).
 
     Example:
         >>> config = load_config(VanillaGANConfig, "nz2023_gan_base", ["image_size=128"])
@@ -185,20 +243,12 @@ class VanillaGANConfig(CommonConfig):
             raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if self.init_std < 0:
             raise ConfigError(f"init_std must be >= 0 (0 = Glorot uniform), got {self.init_std}")
-        for name in ("g_learning_rate", "d_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("g_beta_1", "d_beta_1"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("real_label", "fake_label"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.d_steps < 1 or self.g_steps < 1:
             raise ConfigError(f"d_steps and g_steps must be >= 1, got {self.d_steps} and {self.g_steps}")
-        for name in ("save_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.require_positive("save_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count")
         if self.finetune_epoch < 0:
             raise ConfigError(f"finetune_epoch must be >= 0 (0 = latest), got {self.finetune_epoch}")
         if not 0 <= self.freeze_d_layers <= self.d_layers:

@@ -26,8 +26,9 @@ The layers are drop-in subclasses of the Keras ones (same weights and outputs,
 registered for ``safe_mode`` loading) that avoid slow paths measured on a
 2-core AMX CPU with oneDNN (bench/bench_gan.py):
 
-- :class:`FusedBatchNormalization`: TensorFlow's fused kernel; Keras' generic
-  batch norm took most of a GAN step (5-10x slower, worse in bfloat16);
+- :class:`~cellgen.layers.FusedBatchNormalization` (shared, in :mod:`cellgen.layers`):
+  TensorFlow's fused kernel; Keras' generic batch norm took most of a GAN step
+  (5-10x slower, worse in bfloat16);
 - :class:`MatmulConv2DTranspose` and :class:`SmallMapConv2D`: matrix products
   for tiny, wide maps (4 x 4 x 1024) and for kernel gradients of small maps,
   where oneDNN's bfloat16 convolution kernels run at a fraction of the
@@ -49,62 +50,15 @@ from __future__ import annotations
 import keras
 
 from cellgen.gan.config import VanillaGANConfig
+# The shared fused batch norm (issue 15); it keeps this module's old registered name
+# "cellgen>FusedBatchNormalization", and stays importable from here.
+from cellgen.layers import FusedBatchNormalization  # noqa: F401
 
 GENERATOR_NAME = "generator"
 DISCRIMINATOR_NAME = "discriminator"
 FEATURES_LAYER = "d_features"
 REALNESS_LAYER = "d_realness"
 OUTPUT_LAYER = "g_output"
-
-
-@keras.saving.register_keras_serializable(package="cellgen")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Batch normalization of NHWC feature maps with TensorFlow's fused kernel.
-
-    Same weights, config and Keras 3 semantics as ``keras.layers.BatchNormalization``
-    (``trainable=False`` also means inference mode), but on 4-D inputs with the
-    TensorFlow backend it calls ``FusedBatchNormV3``, which computes the batch
-    statistics in one pass in float32 and accepts bfloat16/float16 activations
-    without an up-cast copy. The moving variance is updated with the unbiased
-    batch variance (as ``tf.keras`` 2 did); Keras 3's generic layer uses the
-    biased one, a difference of a factor n / (n - 1) with n = batch x height x width.
-    Other inputs (masks, renorm, synchronized, other axes) fall back to the parent.
-
-    Args:
-        Those of ``keras.layers.BatchNormalization``.
-
-    Example:
-        >>> layer = FusedBatchNormalization(momentum=0.9)
-        >>> outputs = layer(keras.ops.ones((2, 4, 4, 8)), training=True)
-    """
-
-    def _use_fused(self, inputs, mask) -> bool:
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
-                and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and self.center and self.scale and self.epsilon >= 1.001e-5)
-
-    def call(self, inputs, training=None, mask=None):
-        if not self._use_fused(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        if inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-            inputs = tf.cast(inputs, tf.float32)
-        gamma = tf.cast(self.gamma, tf.float32)
-        beta = tf.cast(self.beta, tf.float32)
-        moving_mean = tf.cast(self.moving_mean, tf.float32)
-        moving_variance = tf.cast(self.moving_variance, tf.float32)
-        if training and self.trainable:
-            outputs, new_mean, new_variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=self.epsilon,
-                is_training=True, exponential_avg_factor=1.0 - self.momentum)
-            self.moving_mean.assign(new_mean)
-            self.moving_variance.assign(new_variance)
-        else:
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=self.epsilon,
-                is_training=False)
-        return tf.cast(outputs, self.compute_dtype)
 
 
 def _default_filter_grad_pixels(dtype: str, sixteen_bit: int, full: int) -> int:

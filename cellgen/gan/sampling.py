@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,11 @@ import keras
 import numpy as np
 
 from cellgen.gan.config import VanillaGANConfig
-from cellgen.gan.vanilla import fixed_latents, generate_images, model_file
+from cellgen.gan.vanilla import fixed_latents, generate_images
 from cellgen.runs import RunDir, RunError
 
 KIND = VanillaGANConfig.kind
-_EPOCH_FILE = re.compile(r"^generator-epoch-(\d+)\.keras$")
+MODEL_KINDS = ("generator", "discriminator")
 
 
 def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
@@ -41,14 +40,7 @@ def _as_run(run: RunDir | str | os.PathLike) -> RunDir:
 
 def saved_epochs(run: RunDir | str | os.PathLike) -> list[int]:
     """Epochs for which both networks were saved, ascending."""
-    run = _as_run(run)
-    epochs = []
-    if run.models.is_dir():
-        for path in run.models.iterdir():
-            match = _EPOCH_FILE.match(path.name)
-            if match and (run.models / model_file("discriminator", int(match.group(1)))).is_file():
-                epochs.append(int(match.group(1)))
-    return sorted(epochs)
+    return _as_run(run).saved_epochs("generator", together_with=("discriminator",))
 
 
 def resolve_epoch(run: RunDir | str | os.PathLike, epoch: int | None = None) -> int:
@@ -57,16 +49,7 @@ def resolve_epoch(run: RunDir | str | os.PathLike, epoch: int | None = None) -> 
     Raises:
         RunError: no networks saved, or not for that epoch (the message lists the saved ones).
     """
-    run = _as_run(run)
-    epochs = saved_epochs(run)
-    if not epochs:
-        raise RunError(f"{run.path}: no saved generator in {run.models} (has the run finished an epoch?)")
-    if not epoch:
-        return epochs[-1]
-    if epoch not in epochs:
-        raise RunError(f"{run.path}: no networks saved for epoch {epoch}; saved epochs: "
-                       f"{', '.join(map(str, epochs))}")
-    return int(epoch)
+    return _as_run(run).resolve_epoch("generator", epoch, together_with=("discriminator",), what="networks")
 
 
 def load_gan_config(run: RunDir | str | os.PathLike) -> VanillaGANConfig:
@@ -74,7 +57,10 @@ def load_gan_config(run: RunDir | str | os.PathLike) -> VanillaGANConfig:
     return _as_run(run).load_config(VanillaGANConfig)
 
 
-def _load_model(path: Path) -> keras.Model:
+def load_saved_model(path: Path) -> keras.Model:
+    """A network saved under ``models/`` (``safe_mode=True``, not compiled); RunError if it cannot load."""
+    import cellgen.gan.networks  # noqa: F401  (registers the layers the networks are saved with)
+
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (ValueError, OSError) as error:
@@ -102,7 +88,7 @@ def load_gan_models(run: RunDir | str | os.PathLike, epoch: int | None = None,
     run = _as_run(run)
     config = load_gan_config(run)
     epoch = resolve_epoch(run, epoch)
-    saved = [_load_model(run.models / model_file(kind, epoch)) for kind in ("generator", "discriminator")]
+    saved = [load_saved_model(run.model_path(kind, epoch)) for kind in MODEL_KINDS]
     if not rebuild:
         return saved[0], saved[1], config
     generator, discriminator = build_gan_networks(config)
@@ -167,11 +153,7 @@ def load_sampler(run: RunDir, epoch: int | None = None, **options: Any) -> GanSa
     run = _as_run(run)
     config = load_gan_config(run)
     chosen = resolve_epoch(run, epoch)
-    generator = _load_model(run.models / model_file("generator", chosen))
+    generator = load_saved_model(run.model_path("generator", chosen))
     classes = [config.class_name] if config.class_name else None
     return GanSampler(generator, config.latent_dim, classes=classes, epoch=chosen)
 
-
-def model_path(run: RunDir | str | os.PathLike, kind: str, epoch: int) -> Path:
-    """Path of a saved network: ``kind`` is ``generator`` or ``discriminator``."""
-    return _as_run(run).models / model_file(kind, epoch)

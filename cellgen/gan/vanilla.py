@@ -16,6 +16,12 @@ with a fresh fake batch; N&Z's "discriminator update ratio") and then
 stateless RNG keyed by (seed, step, draw, replica), so replicas draw different
 noise and a resumed run continues the same noise sequence.
 
+With ``augment`` (DiffAugment, Zhao et al. 2020; :mod:`cellgen.gan.diffaugment`) every
+image the discriminator sees, real or generated, in its own update and in the
+generator's loss, is augmented with the same policy (independent random draws for
+the real and the fake batch, keyed like the noise); with ``ada_target`` the
+strength adapts (ADA, Karras et al. 2020) and ``ada_p`` is logged.
+
 Example:
     >>> gan = VanillaGAN(generator, discriminator, latent_dim=100)                 # doctest: +SKIP
     >>> gan.compile(g_optimizer=keras.optimizers.Adam(1e-5, beta_1=0.5),
@@ -25,15 +31,13 @@ Example:
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from cellgen.gan.adversarial import AdversarialModel
-from cellgen.plots import save_image_grid
 
 # Metric names logged in history.csv and TensorBoard.
 METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -74,7 +78,9 @@ class VanillaGAN(AdversarialModel):
         d_steps: discriminator updates per train step (per generator update).
         g_steps: generator updates per train step (per discriminator update).
         real_label, fake_label: discriminator targets (label smoothing: 0.9 / 0.1).
-        noise_seed: seed of the latent noise drawn during training.
+        noise_seed: seed of the latent noise (and augmentation) drawn during training.
+        augment, ada_target, ada_kimg: DiffAugment policies and ADA (see
+            :class:`~cellgen.gan.adversarial.AdversarialModel`).
 
     Example:
         >>> gan = VanillaGAN(build_generator(cfg), build_discriminator(cfg), cfg.latent_dim)  # doctest: +SKIP
@@ -86,8 +92,9 @@ class VanillaGAN(AdversarialModel):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int, d_steps: int = 1,
                  g_steps: int = 1, real_label: float = 1.0, fake_label: float = 0.0, noise_seed: int = 0,
-                 **kwargs):
-        super().__init__(**kwargs)
+                 augment: Sequence[str] = (), ada_target: float | None = None, ada_kimg: float = 10.0, **kwargs):
+        super().__init__(noise_seed=noise_seed, augment=augment, ada_target=ada_target, ada_kimg=ada_kimg,
+                         **kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
@@ -95,7 +102,6 @@ class VanillaGAN(AdversarialModel):
         self.g_steps = int(g_steps)
         self.real_label = float(real_label)
         self.fake_label = float(fake_label)
-        self.noise_seed = int(noise_seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
@@ -111,14 +117,11 @@ class VanillaGAN(AdversarialModel):
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
 
-    def _noise(self, batch_size, step, draw: int):
-        """Stateless N(0, 1) latents keyed by (seed, step, draw, replica)."""
-        context = tf.distribute.get_replica_context()
-        replica = context.replica_id_in_sync_group if context is not None else 0
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        draws = self.d_steps + self.g_steps
-        counter = (tf.cast(step, tf.int64) * draws + draw) * replicas + tf.cast(replica, tf.int64)
-        seed = tf.stack([tf.constant(self.noise_seed, tf.int64), counter])
+    def _seed(self, step, draw: int):
+        return self.draw_seed(step, self.d_steps + self.g_steps, draw)
+
+    def _noise(self, batch_size, seed):
+        """Stateless N(0, 1) latents of a draw's seed (see :meth:`draw_seed`)."""
         return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed, dtype=tf.float32)
 
     @staticmethod
@@ -137,11 +140,12 @@ class VanillaGAN(AdversarialModel):
         g_variables = self.generator.trainable_variables
 
         for draw in range(self.d_steps):
-            fake = self.generator(self._noise(batch_size, step, draw), training=True)
+            seed = self._seed(step, draw)
+            fake = self.generator(self._noise(batch_size, seed), training=True)
             fake = tf.stop_gradient(fake)
             with tf.GradientTape() as tape:
-                real_logits = self.discriminator(real, training=True)
-                fake_logits = self.discriminator(fake, training=True)
+                real_logits = self.discriminator(self.augment_images(real, seed, 0), training=True)
+                fake_logits = self.discriminator(self.augment_images(fake, seed, 1), training=True)
                 per_example = discriminator_loss(real_logits, fake_logits, self.real_label, self.fake_label)
                 # scale_loss is recorded by the tape: fp16's LossScaleOptimizer unscales the gradients.
                 d_loss = self.d_optimizer.scale_loss(global_mean(per_example))
@@ -152,41 +156,20 @@ class VanillaGAN(AdversarialModel):
             self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32))))
 
         for draw in range(self.g_steps):
-            latent = self._noise(batch_size, step, self.d_steps + draw)
+            seed = self._seed(step, self.d_steps + draw)
+            latent = self._noise(batch_size, seed)
             with tf.GradientTape() as tape:
-                fake_logits = self.discriminator(self.generator(latent, training=True), training=True)
+                generated = self.augment_images(self.generator(latent, training=True), seed, 1)
+                fake_logits = self.discriminator(generated, training=True)
                 per_example = generator_loss(fake_logits)
                 g_loss = self.g_optimizer.scale_loss(global_mean(per_example))
             self._update(self.g_optimizer, g_loss, tape, g_variables)
             self.g_loss_tracker.update_state(tf.reduce_mean(per_example))
 
-        return {metric.name: metric.result() for metric in self.metrics}
-
-
-def seed_generator_states(*models: keras.Model) -> dict[str, list[int]]:
-    """States of the layers' random seed generators (dropout), keyed by model/layer name.
-
-    ``save_weights`` does not store them; a resumable checkpoint keeps them in its
-    state so that a resumed run draws the same dropout masks as an uninterrupted one.
-    """
-    states = {}
-    for model in models:
-        for layer in model.layers:
-            generator = getattr(layer, "seed_generator", None)
-            if generator is not None:
-                states[f"{model.name}/{layer.name}"] = [int(value) for value in
-                                                        keras.ops.convert_to_numpy(generator.state)]
-    return states
-
-
-def restore_seed_generator_states(states: dict[str, list[int]], *models: keras.Model) -> None:
-    """Sets the seed generators saved by :func:`seed_generator_states` (unknown names are ignored)."""
-    for model in models:
-        for layer in model.layers:
-            generator = getattr(layer, "seed_generator", None)
-            key = f"{model.name}/{layer.name}"
-            if generator is not None and key in states:
-                generator.state.assign(np.asarray(states[key], dtype=generator.state.dtype))
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        # ADA: r_t from the last discriminator update's real logits (of augmented images).
+        logs.update(self.adapt_augmentation(real_logits))
+        return logs
 
 
 def fixed_latents(count: int, latent_dim: int, seed: int) -> np.ndarray:
@@ -203,61 +186,3 @@ def generate_images(generator: keras.Model, latents: np.ndarray, batch_size: int
     if not outputs:
         return np.zeros((0,) + tuple(generator.output_shape[1:]), dtype=np.float32)
     return np.concatenate(outputs)
-
-
-def model_file(kind: str, epoch: int) -> str:
-    """``generator-epoch-0050.keras`` / ``discriminator-epoch-0050.keras`` under ``models/``."""
-    return f"{kind}-epoch-{epoch:04d}.keras"
-
-
-class GanSnapshots(keras.callbacks.Callback):
-    """Keeps the networks of chosen epochs and draws sample grids from fixed latents.
-
-    Every ``save_every`` epochs (and after the last) ``models/generator-epoch-NNNN.keras``
-    and ``discriminator-epoch-NNNN.keras`` are written; every ``sample_every``
-    epochs ``samples/epoch-NNNN.png``. Nothing is written for an epoch the NaN
-    guard stopped (it precedes this callback in the list).
-
-    Args:
-        run: the run directory.
-        generator, discriminator: the networks being trained.
-        latents: the fixed latent batch of the grids.
-        save_every, sample_every: periods in epochs.
-        last_epoch: the final epoch number of this fit (always saved).
-    """
-
-    def __init__(self, run, generator, discriminator, latents: np.ndarray, save_every: int, sample_every: int,
-                 last_epoch: int):
-        super().__init__()
-        self.run = run
-        self.generator = generator
-        self.discriminator = discriminator
-        self.latents = latents
-        self.save_every = save_every
-        self.sample_every = sample_every
-        self.last_epoch = last_epoch
-        self.saved_epochs: list[int] = []
-
-    def write_grid(self, name: str) -> Path:
-        images = generate_images(self.generator, self.latents)
-        columns = max(1, int(np.ceil(np.sqrt(len(images)))))
-        scale = max(1, 128 // images.shape[1])
-        return save_image_grid(images, self.run.samples / f"{name}.png", columns=columns, scale=scale)
-
-    def save_models(self, epoch: int) -> None:
-        for kind, model in (("generator", self.generator), ("discriminator", self.discriminator)):
-            final = self.run.models / model_file(kind, epoch)
-            temporary = final.with_name(".tmp-" + final.name)
-            model.save(temporary)
-            os.replace(temporary, final)
-        self.saved_epochs.append(epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_cellgen_nan_failure", None):
-            return
-        completed = epoch + 1
-        last = completed >= self.last_epoch
-        if completed % self.sample_every == 0 or last:
-            self.write_grid(f"epoch-{completed:04d}")
-        if completed % self.save_every == 0 or last:
-            self.save_models(completed)

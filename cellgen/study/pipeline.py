@@ -14,9 +14,12 @@ Stages (``--from`` takes these names):
 5. ``classify``: the classifier arms with seeds.
 6. ``report``: ``report.md`` and a self-contained ``report.html``.
 
-Stages talk to each other only through files in the study directory, and they
-run the same per-stage scripts a user would (their command lines are appended to
-``commands.sh``), so a user can stop after any stage and continue by hand.
+Stages talk to each other only through files in the study directory. Each calls
+the stage's typed library function (:mod:`cellgen.study.stages`: a trainer's
+``resolve_config(RunRequest)`` + ``train``, the sampler interface, the evaluation
+and classifier functions) and first appends the equivalent command line of the
+per-stage script to ``commands.sh``, so a user can stop after any stage and rerun
+or continue it by hand.
 A finished stage writes ``stages/<name>.json``; re-running skips finished stages
 and resumes an interrupted training run (``--resume``).
 """
@@ -25,24 +28,17 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import importlib
-import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from cellgen.config import ConfigError, load_config, resolve_preset_path, to_toml
+from cellgen.config import (ConfigError, RunRequest, config_from_request, parse_set_options, resolve_preset_path,
+                            to_toml)
 from cellgen.runs import RunDir, read_json, write_json
+from cellgen.study import stages
 from cellgen.study.config import STAGES, StudyConfig
-
-# generator kind -> training script and the stage config class (for early validation).
-GENERATOR_SCRIPTS = {
-    "ddim": ("cellgen.cli.train_ddim:main", "cellgen.diffusion.config:DiffusionConfig"),
-    "vanilla_gan": ("cellgen.cli.train_vanilla_gan:main", "cellgen.gan.config:VanillaGANConfig"),
-}
-CLASSIFIER_SCRIPT = "cellgen.cli.evaluate_classifier:main"
-CLASSIFIER_CONFIG = "cellgen.classify.config:ClassifierConfig"
+from cellgen.study.report import write_report
 
 
 def resolve_sample_paths(config: StudyConfig) -> StudyConfig:
@@ -59,11 +55,6 @@ def resolve_sample_paths(config: StudyConfig) -> StudyConfig:
 
 class StudyError(RuntimeError):
     """A study stage failed or the study is misconfigured; the message names the stage."""
-
-
-def _import(target: str) -> Any:
-    module_name, attribute = target.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _timestamp() -> str:
@@ -123,27 +114,15 @@ class Study:
             "stage": stage, "finished": _timestamp(), "seconds": round(time.time() - started, 1),
             "outputs": outputs})
 
-    def _record_command(self, script: str, argv: Sequence[str]) -> None:
-        name = script.split(":")[0].rsplit(".", 1)[-1]
-        with open(self.directory / "commands.sh", "a", encoding="utf-8") as handle:
-            handle.write(f"python {name}.py {' '.join(shlex.quote(str(arg)) for arg in argv)}\n")
-
-    def call(self, stage: str, script: str, argv: Sequence[str]) -> None:
-        """Runs a per-stage script's ``main(argv)`` in-process; a non-zero exit fails the stage."""
-        import keras
-
-        argv = [str(arg) for arg in argv]
-        self._record_command(script, argv)
-        keras.backend.clear_session()
-        code = _import(script)(argv)
-        if code != 0:
-            raise StudyError(f"stage {stage!r} failed: {script.split(':')[0]} exited with status {code} "
-                             "(its error is printed above)")
+    @property
+    def commands(self) -> stages.CommandLog:
+        """``commands.sh``: every stage's equivalent command line, in the order they ran."""
+        return stages.CommandLog(self.directory / "commands.sh")
 
     # Validation ----------------------------------------------------------
     def check(self) -> list[str]:
         """Validates everything that can be checked before training; returns the class list."""
-        from cellgen.data_reader import DataError, DataReader
+        from cellgen.data import DataError, DataReader
 
         config = self.config = resolve_sample_paths(self.config)
         for name in ("train", "val", "test"):
@@ -164,11 +143,21 @@ class Study:
         for class_name in list(config.target_classes) + list(config.limit_class):
             if class_name not in classes:
                 raise ConfigError(f"study: class {class_name!r} is not in the data (classes: {', '.join(classes)})")
-        script, config_class = GENERATOR_SCRIPTS[config.generator]
-        generator_config = _import(config_class)
-        load_config(generator_config, config.generator_preset, config.generator_overrides)
-        load_config(generator_config, config.finetune_preset or config.generator_preset, config.finetune_overrides)
-        load_config(_import(CLASSIFIER_CONFIG), config.classifier_preset, config.classifier_overrides)
+        # Every stage's config resolves before anything trains (unknown keys, bad values).
+        generator_config = stages.generator_config_class(config.generator)
+        config_from_request(generator_config, self.generator_request(config.generator_preset,
+                                                                     config.generator_overrides, self.base_run))
+        config_from_request(generator_config, self.generator_request(
+            config.finetune_preset or config.generator_preset, config.finetune_overrides,
+            self.finetune_run(config.target_classes[0])))
+        from cellgen.classify.config import ClassifierConfig
+
+        config_from_request(ClassifierConfig, self.classifier_request(self.classifier_dir))
+        if config.extractor == "inception" and not self.is_done("evaluate"):
+            # Before any training: ImageNet weights offline would fail only at the evaluate stage.
+            from cellgen.evaluate.features import require_inception_weights
+
+            require_inception_weights("imagenet")
         if config.base_run:
             base = RunDir.open(config.base_run)
             if base.kind != config.generator:
@@ -242,7 +231,7 @@ class Study:
 
     # Stages --------------------------------------------------------------------
     def stage_prepare(self) -> dict[str, Any]:
-        from cellgen.data_reader import DataReader
+        from cellgen.data import DataReader
 
         config = self.config
         full = DataReader(config.train, image_size=config.image_size, batch_size=1, shuffle=False,
@@ -262,42 +251,51 @@ class Study:
         write_json(self.directory / "data" / "counts.json", counts)
         return {"kept_csv": str(self.kept_csv), **counts}
 
-    def _generator_argv(self, preset: str, overrides: Sequence[str]) -> list[str]:
+    # Requests -----------------------------------------------------------------
+    def _precision_overrides(self) -> dict[str, str]:
+        """``{"precision": P}`` when the study forces one; nothing when each preset keeps its own."""
+        return {} if self.config.precision == "preset" else {"precision": self.config.precision}
+
+    def _stage_overrides(self, overrides) -> dict[str, Any]:
+        """A stage's ``key=value`` overrides, then the study's data, size, seed, strategy (and precision)."""
         config = self.config
-        argv = ["--config", str(resolve_preset_path(preset)), "--data", str(self.kept_csv),
-                "--size", config.image_size, "--seed", config.seed, "--strategy", config.strategy,
-                *self._precision_argv()]
-        for item in overrides:
-            argv += ["--set", item]
-        return argv
+        return {**parse_set_options(overrides), "data": str(self.kept_csv), "image_size": config.image_size,
+                "seed": config.seed, "strategy": config.strategy, **self._precision_overrides()}
 
-    def _precision_argv(self) -> list[str]:
-        """``--precision P`` when the study forces one; nothing when each preset keeps its own."""
-        return [] if self.config.precision == "preset" else ["--precision", self.config.precision]
+    def generator_request(self, preset: str, overrides, out: Path, finetune_from: Path | None = None,
+                          class_name: str | None = None) -> RunRequest:
+        """The training request of a generator run (resumed when ``out`` holds one)."""
+        return RunRequest(preset=str(resolve_preset_path(preset)), overrides=self._stage_overrides(overrides),
+                          out=str(out), resume=(out / "config.json").is_file(),
+                          finetune_from=str(finetune_from) if finetune_from is not None else None,
+                          class_name=class_name)
 
-    def _resume_flag(self, run_path: Path) -> list[str]:
-        return ["--resume"] if (run_path / "config.json").is_file() else []
+    def classifier_request(self, out: Path, **fields: Any) -> RunRequest:
+        """A classifier experiment on the kept training images, validated and tested on the study's splits."""
+        config = self.config
+        values = {**self._stage_overrides(config.classifier_overrides), "val_data": config.val,
+                  "test_data": config.test, **fields}
+        return RunRequest(preset=str(resolve_preset_path(config.classifier_preset)), overrides=values,
+                          out=str(out), resume=(out / "config.json").is_file())
 
+    # Stages ---------------------------------------------------------------------
     def stage_base(self) -> dict[str, Any]:
         if self.config.base_run:
             return {"run": str(self.base_run), "reused": True}
-        script = GENERATOR_SCRIPTS[self.config.generator][0]
-        argv = self._generator_argv(self.config.generator_preset, self.config.generator_overrides)
-        self.call("base", script, argv + ["--out", self.base_run] + self._resume_flag(self.base_run))
+        request = self.generator_request(self.config.generator_preset, self.config.generator_overrides,
+                                         self.base_run)
+        stages.train_generator(self.config.generator, request, log=self.commands)
         return {"run": str(self.base_run), "reused": False}
 
     def stage_finetune(self) -> dict[str, Any]:
-        script = GENERATOR_SCRIPTS[self.config.generator][0]
         preset = self.config.finetune_preset or self.config.generator_preset
         runs = {}
         for class_name in self.config.target_classes:
             run_path = self.finetune_run(class_name)
-            if RunDir(run_path).is_complete:
-                runs[class_name] = str(run_path)
-                continue
-            argv = self._generator_argv(preset, self.config.finetune_overrides)
-            argv += ["--finetune-from", self.base_run, "--class", class_name, "--out", run_path]
-            self.call("finetune", script, argv + self._resume_flag(run_path))
+            if not RunDir(run_path).is_complete:
+                request = self.generator_request(preset, self.config.finetune_overrides, run_path,
+                                                 finetune_from=self.base_run, class_name=class_name)
+                stages.train_generator(self.config.generator, request, log=self.commands)
             runs[class_name] = str(run_path)
         return {"runs": runs}
 
@@ -320,21 +318,12 @@ class Study:
             out = self.synthetic_dir(class_name)
             if out.exists():
                 shutil.rmtree(out)  # a half-written folder from an interrupted run
-            argv = ["--run", self.finetune_run(class_name), "--n", count, "--out", out,
-                    "--seed", self.config.seed + 1000 * (index + 1), "--quiet"]
-            if self.config.generator == "ddim":
-                argv += ["--steps", self.config.sample_steps]
-            self.call("generate", "cellgen.cli.generate:main", argv)
+            request = stages.GenerationRequest(
+                run=str(self.finetune_run(class_name)), out=str(out), count=count,
+                seed=self.config.seed + 1000 * (index + 1),
+                steps=self.config.sample_steps if self.config.generator == "ddim" else None)
+            stages.generate_images(request, log=self.commands)
         return {"counts": counts, "folder": str(self.synthetic_dir())}
-
-    def _classifier_argv(self) -> list[str]:
-        config = self.config
-        argv = ["--config", str(resolve_preset_path(config.classifier_preset)), "--train", self.kept_csv,
-                "--val", config.val, "--test", config.test, "--size", config.image_size,
-                "--strategy", config.strategy, "--quiet", *self._precision_argv()]
-        for item in config.classifier_overrides:
-            argv += ["--set", item]
-        return argv
 
     def domain_extractor(self) -> Path:
         """Trains (once) a classifier on the kept real training images; its features feed FID/KID.
@@ -342,21 +331,13 @@ class Study:
         It sees only the kept training images (validation picks its epoch), never
         synthetic or test images.
         """
-        out = self.evaluation_dir / "feature_classifier"
-        model = out / "baseline" / "seed-0" / "models" / "best.keras"
-        found = sorted(out.rglob("best.keras")) if out.is_dir() else []
-        if found:
-            return found[0]
-        argv = self._classifier_argv() + ["--out", out, "--arms", "baseline", "--seeds", 1,
-                                          "--seed", self.config.seed, "--set", "save_models=true"]
-        self.call("evaluate", CLASSIFIER_SCRIPT, argv + (["--resume"] if out.is_dir() else []))
-        found = sorted(out.rglob("best.keras"))
-        if not found:
-            raise StudyError(f"stage 'evaluate': the feature classifier in {out} saved no best.keras "
-                             f"(expected {model})")
-        return found[0]
+        request = self.classifier_request(self.evaluation_dir / "feature_classifier", arms=["baseline"], seeds=1,
+                                          save_models=True)
+        return stages.train_domain_extractor(request, log=self.commands)
 
     def stage_evaluate(self) -> dict[str, Any]:
+        from cellgen.evaluate.tasks import ExpertKitOptions, GeneratorEvaluation
+
         config = self.config
         extractor = config.extractor
         if extractor == "domain":
@@ -364,46 +345,40 @@ class Study:
         outputs: dict[str, Any] = {"extractor": config.extractor if config.extractor != "domain"
                                    else f"a domain classifier trained on the kept real images ({extractor})"}
         for index, class_name in enumerate(config.target_classes):
-            generated = self.synthetic_dir(class_name)
+            generated = str(self.synthetic_dir(class_name))
             if extractor != "none":
-                count = config.evaluation_count or 10_000
-                argv = ["--real", config.val, "--class", class_name, "--generated", generated,
-                        "--extractor", extractor, "--n", count, "--seeds", config.evaluation_seeds,
-                        "--train", self.kept_csv, "--size", config.image_size,
-                        "--out", self.evaluation_dir / class_name, "--overwrite", "--quiet",
-                        "--cache-dir", self.evaluation_dir / "feature_cache"]
-                self.call("evaluate", "cellgen.cli.evaluate_generator:main", argv)
+                options = GeneratorEvaluation(
+                    real=config.val, out=str(self.evaluation_dir / class_name), generated=generated,
+                    extractor=extractor, n=config.evaluation_count or 10_000, seeds=config.evaluation_seeds,
+                    class_name=class_name, train=str(self.kept_csv), size=config.image_size, overwrite=True,
+                    progress=False, cache_dir=str(self.evaluation_dir / "feature_cache"))
+                stages.evaluate_generated_images(options, log=self.commands)
             if config.expert_kit_size:
                 kit = self.directory / "expert_kit" / class_name
-                argv = ["make", "--real", config.val, "--class", class_name, "--synthetic", generated,
-                        "--n", config.expert_kit_size, "--out", kit, "--seed", config.seed + index,
-                        "--overwrite"]
-                self.call("evaluate", "cellgen.cli.expert_test:main", argv)
+                stages.make_expert_kit(ExpertKitOptions(
+                    real=config.val, synthetic=generated, out=str(kit), n=config.expert_kit_size,
+                    seed=config.seed + index, class_name=class_name, overwrite=True), log=self.commands)
                 outputs.setdefault("expert_kits", {})[class_name] = str(kit)
         return outputs
 
     def stage_classify(self) -> dict[str, Any]:
         config = self.config
         counts = self.synthetic_counts()
-        argv = self._classifier_argv() + ["--out", self.classifier_dir, "--arms", ",".join(config.arms),
-                                          "--seeds", config.seeds, "--seed", config.seed]
+        fields: dict[str, Any] = {"arms": list(config.arms), "seeds": config.seeds}
         if any("synthetic" in arm for arm in config.arms):
             if len(set(counts.values())) > 1:
                 raise StudyError("stage 'classify': the target classes need different synthetic counts "
                                  f"({counts}); set synthetic_count to one number")
-            argv += ["--synthetic", self.synthetic_dir(), "--synthetic-classes", ",".join(counts),
-                     "--synthetic-count", next(iter(counts.values()))]
-        if (self.classifier_dir / "config.json").is_file():
-            argv.append("--resume")
-        self.call("classify", CLASSIFIER_SCRIPT, argv)
+            fields.update(synthetic=str(self.synthetic_dir()), synthetic_from="", synthetic_classes=list(counts),
+                          synthetic_count=next(iter(counts.values())), synthetic_match_positive=False)
+        stages.run_classifier_experiment(self.classifier_request(self.classifier_dir, **fields),
+                                         log=self.commands)
         report = self.classifier_dir / "report.json"
         if not report.is_file():
             raise StudyError(f"stage 'classify': {report} was not written")
         return {"report": str(report)}
 
     def stage_report(self) -> dict[str, Any]:
-        from cellgen.study.report import write_report
-
         paths = write_report(self)
         return {key: str(value) for key, value in paths.items()}
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cellgen.runs import read_history, read_json
+from cellgen.study.config import STAGES
 
 
 @dataclass
@@ -92,7 +93,7 @@ def verdict_sentence(name: str, comparison: dict[str, Any]) -> str:
 
 
 def _real_images(kept_csv: Path, class_name: str, count: int, size: int) -> np.ndarray:
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
 
     reader = DataReader(str(kept_csv), image_size=size, batch_size=count, shuffle=True, seed=0,
                         class_filter=class_name)
@@ -101,7 +102,7 @@ def _real_images(kept_csv: Path, class_name: str, count: int, size: int) -> np.n
 
 
 def _synthetic_images(folder: Path, count: int, size: int) -> np.ndarray:
-    from cellgen.data_reader import DataReader
+    from cellgen.data import DataReader
 
     reader = DataReader(str(folder), image_size=size, batch_size=count, shuffle=False)
     images, _ = next(iter(reader.epoch(0)))
@@ -146,6 +147,7 @@ def _loss_curve(run_path: Path, path: Path, title: str) -> Path | None:
 
 
 def build_blocks(study) -> list[Block]:
+    """The report's blocks for a :class:`cellgen.study.pipeline.Study` (its paths, config and stage records)."""
     config = study.config
     directory = study.directory
     assets = directory / "report_assets"
@@ -201,8 +203,6 @@ def build_blocks(study) -> list[Block]:
         ["arms / seeds", f"{', '.join(config.arms)} / {config.seeds}"],
         ["image size / precision / strategy", f"{config.image_size} px / {_precision_label(config.precision)} / {config.strategy}"],
     ]
-    from cellgen.study.pipeline import STAGES
-
     for stage in STAGES:
         if not study.is_done(stage):
             continue

@@ -21,9 +21,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -206,76 +204,3 @@ class CVAE(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
-
-
-class SampleGridCallback(keras.callbacks.Callback):
-    """Writes ``DIRECTORY/epoch-NNNN.png`` decoded from fixed latent vectors every ``every`` epochs.
-
-    One row per class (labelled) when the VAE is conditional, else 8 rows.
-
-    Args:
-        directory: where the grids go (``run.samples``).
-        vae: the :class:`CVAE`.
-        classes: class names (rows), or ``None`` for an unconditional VAE.
-        columns: images per row.
-        every: epochs between grids (0: only when :meth:`write` is called).
-        seed: seed of the fixed latent vectors.
-        scale: nearest-neighbour up-scaling of the images in the PNG.
-
-    Example:
-        >>> grid = SampleGridCallback(run.samples, vae, classes, columns=8, every=5)  # doctest: +SKIP
-        >>> vae.fit(dataset, epochs=20, callbacks=[grid])                             # doctest: +SKIP
-    """
-
-    def __init__(self, directory: str | os.PathLike, vae: CVAE, classes: Sequence[str] | None = None,
-                 columns: int = 8, every: int = 1, seed: int = 0, scale: int = 1):
-        super().__init__()
-        self.directory = Path(directory)
-        self.vae = vae
-        self.classes = list(classes) if classes else None
-        self.columns = columns
-        self.every = every
-        self.scale = scale
-        rows = len(self.classes) if self.classes else 8
-        rng = np.random.default_rng([seed, 7919])
-        self.z = rng.standard_normal((rows * columns, vae.latent_dim)).astype(np.float32)
-        self.labels = np.repeat(np.arange(rows, dtype=np.int32), columns) if self.classes else None
-
-    def write(self, name: str) -> Path:
-        from cellgen.plots import save_image_grid
-
-        images = ops.convert_to_numpy(self.vae.generate(self.z, self.labels))
-        return save_image_grid(images, self.directory / f"{name}.png", columns=self.columns,
-                               row_labels=self.classes, scale=self.scale)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_cellgen_nan_failure", None):
-            return  # the NaN guard fired: the weights are broken
-        if self.every and (epoch + 1) % self.every == 0:
-            self.write(f"epoch-{epoch + 1:04d}")
-
-
-class SaveDecoderCallback(keras.callbacks.Callback):
-    """Saves the decoder as ``path_for_epoch(epoch)`` (a ``.keras`` file) every ``every`` epochs.
-
-    Args:
-        vae: the :class:`CVAE` whose decoder is saved.
-        every: epochs between saves.
-        path_for_epoch: completed epochs -> file path.
-
-    Example:
-        >>> path = lambda epoch: run.models / f"decoder-epoch-{epoch:04d}.keras"  # doctest: +SKIP
-        >>> save = SaveDecoderCallback(vae, 10, path)                             # doctest: +SKIP
-    """
-
-    def __init__(self, vae: CVAE, every: int, path_for_epoch: Callable[[int], Path]):
-        super().__init__()
-        self.vae = vae
-        self.every = max(1, int(every))
-        self.path_for_epoch = path_for_epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_cellgen_nan_failure", None):
-            return
-        if (epoch + 1) % self.every == 0:
-            self.vae.decoder.save(self.path_for_epoch(epoch + 1))

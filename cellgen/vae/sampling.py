@@ -20,13 +20,9 @@ from cellgen.runs import RunDir, RunError, TrainingState
 from cellgen.sampling import reject_options
 from cellgen.vae.config import CVAEConfig
 
-DECODER_FILE = "decoder.keras"
+DECODER_FILE = "decoder.keras"  # the final decoder (models/decoder-epoch-NNNN.keras: kept epochs)
 ENCODER_FILE = "encoder.keras"
-
-
-def decoder_file(epoch: int | None = None) -> str:
-    """Name of a saved decoder under ``models/``: the final one, or that of ``epoch``."""
-    return DECODER_FILE if epoch is None else f"decoder-epoch-{epoch:04d}.keras"
+MODEL_KIND = "decoder"
 
 
 class CVAESampler:
@@ -99,7 +95,7 @@ def load_decoder(run: RunDir, epoch: int | None = None) -> keras.Model:
     The checkpoint fallback lets an interrupted run (or a budget-limited one that
     never reached the end) still generate.
     """
-    path = run.models / decoder_file(epoch)
+    path = run.models / DECODER_FILE if epoch is None else run.model_path(MODEL_KIND, epoch)
     if path.is_file():
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     config = run.load_config(CVAEConfig)

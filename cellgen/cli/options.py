@@ -1,0 +1,67 @@
+"""The scripts' shared command-line options, turned into a typed :class:`~cellgen.config.RunRequest`.
+
+The library never sees argparse: a script parses its options here and hands the
+library a ``RunRequest`` (or a resolved config).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cellgen.config import RunRequest, parse_set_options
+
+# Common flags -> config fields (a flag wins over --set of the same field).
+FLAG_TO_FIELD = {
+    "data": "data", "size": "image_size", "epochs": "epochs",
+    "batch_size": "batch_size", "seed": "seed", "precision": "precision", "strategy": "strategy",
+}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
+    """Adds ``--config --set`` and the common flags to a stage's argument parser."""
+    parser.add_argument("--config", required=config_required, help="TOML preset (path or name under configs/)")
+    parser.add_argument("--data", help="training data: class folder, CSV, flat folder or tfds:NAME")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--size", type=int, help="image size (overrides image_size)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"])
+    parser.add_argument("--strategy", help="auto, default, mirrored, multiworker or cpu:N")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and device log lines (also: CELLGEN_VERBOSE=1)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, finetune_help: str | None = None) -> None:
+    """Adds ``--resume`` and ``--quiet`` (and, given ``finetune_help``, ``--finetune-from`` and ``--class``)."""
+    if finetune_help:
+        parser.add_argument("--finetune-from", metavar="RUN[/EPOCH]", help=finetune_help)
+        parser.add_argument("--class", dest="class_name", metavar="NAME",
+                            help="train on this class only (e.g. the rare class to fine-tune on)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint (its saved config is reused; "
+                             "--epochs and --set apply to this session only)")
+    parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
+
+
+def request_from_args(args: argparse.Namespace, **fields: Any) -> RunRequest:
+    """The :class:`RunRequest` of parsed options: ``--set`` first, then the common flags, then ``fields``
+    (a stage's own flags, given as config field -> value; None values are skipped)."""
+    overrides: dict[str, Any] = dict(parse_set_options(getattr(args, "set", []) or []))
+    for flag, field in FLAG_TO_FIELD.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    overrides.update({key: value for key, value in fields.items() if value is not None})
+    return RunRequest(preset=getattr(args, "config", None), overrides=overrides, out=getattr(args, "out", None),
+                      resume=bool(getattr(args, "resume", False)),
+                      finetune_from=getattr(args, "finetune_from", None),
+                      class_name=getattr(args, "class_name", None))
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """Keras ``fit`` verbosity: 2 (one line per epoch) with ``--quiet``, else 1 (progress bars)."""
+    return 2 if getattr(args, "quiet", False) else 1

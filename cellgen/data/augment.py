@@ -1,0 +1,72 @@
+"""Classical augmentation (:class:`Augment`: rotation, zoom, flips) applied per image by the reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from cellgen.data.errors import DataError
+from cellgen.data.options import _is_real
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Classical augmentation (the rotation + zoom baseline of Klang & Carlberg).
+
+    Applied per image after crop and resize, on uint8 pixels, with a random
+    generator seeded from (reader seed, epoch, position in the epoch), so an
+    epoch is reproducible and oversampled copies of one file differ. Borders
+    are filled by reflection (cells lie on a plain background).
+
+    Args:
+        rotation_degrees: the angle is drawn uniformly from [-r, r] degrees.
+        zoom: scale factor drawn uniformly from [1 - zoom, 1 + zoom] (a float
+            in [0, 1)), or from [low, high] given as a pair; > 1 magnifies.
+        horizontal_flip: mirror left-right with probability 0.5.
+        vertical_flip: mirror top-bottom with probability 0.5.
+
+    Example:
+        >>> reader = DataReader("train", image_size=64,
+        ...                     augment=Augment(rotation_degrees=180, zoom=0.1,
+        ...                                     horizontal_flip=True, vertical_flip=True))
+    """
+
+    rotation_degrees: float = 0.0
+    zoom: float | tuple[float, float] = 0.0
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    zoom_range: tuple[float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not _is_real(self.rotation_degrees) or not 0 <= self.rotation_degrees <= 360:
+            raise DataError(f"Augment.rotation_degrees must be in [0, 360], got {self.rotation_degrees!r}")
+        if _is_real(self.zoom):
+            if not 0 <= self.zoom < 1:
+                raise DataError(f"Augment.zoom must be in [0, 1) or a (low, high) pair, got {self.zoom!r}")
+            zoom_range = (1.0 - float(self.zoom), 1.0 + float(self.zoom))
+        elif (isinstance(self.zoom, (tuple, list)) and len(self.zoom) == 2
+              and all(_is_real(value) for value in self.zoom) and 0 < self.zoom[0] <= self.zoom[1]):
+            zoom_range = (float(self.zoom[0]), float(self.zoom[1]))
+        else:
+            raise DataError(f"Augment.zoom must be in [0, 1) or a (low, high) pair with 0 < low <= high, "
+                            f"got {self.zoom!r}")
+        object.__setattr__(self, "zoom_range", zoom_range)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Returns an augmented copy of a uint8 (H, W, 3) image; draws 4 numbers from ``rng``."""
+        flip_h, flip_v, angle_draw, zoom_draw = rng.random(4)
+        if self.horizontal_flip and flip_h < 0.5:
+            image = image[:, ::-1]
+        if self.vertical_flip and flip_v < 0.5:
+            image = image[::-1]
+        angle = (2.0 * angle_draw - 1.0) * self.rotation_degrees
+        low, high = self.zoom_range
+        scale = low + (high - low) * zoom_draw
+        if angle == 0.0 and scale == 1.0:
+            return np.ascontiguousarray(image)
+        height, width = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, scale)
+        return cv2.warpAffine(np.ascontiguousarray(image), matrix, (width, height),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)

@@ -1,0 +1,446 @@
+""":class:`DataReader`: streams batches of images and labels from a source, decoded by worker threads."""
+
+from __future__ import annotations
+
+import csv
+import os
+import zlib
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cellgen.data.augment import Augment
+from cellgen.data.entries import _Entry
+from cellgen.data.errors import BadFileError, DataError
+from cellgen.data.options import (ON_ERROR_CHOICES, _check_choice, _check_class_filter, _check_class_limits,
+                                  _check_crop, _check_image_size, _check_int, _check_oversample)
+from cellgen.data.pixels import _center_crop, _decode_entry, _resize, _size_text
+from cellgen.data.pool import _inspect_all
+from cellgen.data.sources import _open_source, _resolve_classes
+from cellgen.data.tfds_source import _TfdsSource
+from cellgen.images import from_uint8
+
+SKIP_REPORT_NAME = "skipped_files.csv"
+
+
+class DataReader:
+    """Streams batches of images (float32 NHWC in [-1, 1]) and int32 labels from disk.
+
+    Args:
+        source: a class-folder tree, a flat folder (unlabelled), a ``path,label``
+            CSV, or ``"tfds:NAME[:SPLIT]"`` (see the module docstring).
+        image_size: output size, an int (square) or (height, width). ``None``
+            keeps the size after cropping, only if all images agree.
+        crop: square center crop before resizing: an int > 1 in pixels, or a
+            float in (0, 1] as a fraction of the shorter side.
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch (deterministic for (seed, epoch)).
+        seed: non-negative int; fixes shuffles, caps, oversampling and augmentation.
+        classes: fixed class list (or a path to classes.json) defining the ids,
+            e.g. the real data's list for a synthetic folder. A source class not
+            in it is an error; a listed class absent from the source is an error
+            unless ``allow_missing_classes=True``.
+        on_error: ``"raise"`` stops at the first bad file, ``"skip"`` leaves bad
+            files out after a verify pass and lists them in ``skipped``.
+        drop_remainder: drop the last incomplete batch (static batch size).
+        class_filter: a class name or list of names to keep; labels keep their
+            ids from the full class list.
+        class_limits: per-class caps, a count or a fraction of the class
+            (fractions round to the nearest count, at least 1), e.g.
+            ``{"basophil": 0.1}``. The kept subset depends on the seed only.
+        oversample: per-class target count per epoch, e.g. ``{"basophil": 2000}``:
+            the class's kept files are repeated (whole copies, plus a
+            seed- and epoch-dependent subset for the remainder).
+        augment: an :class:`Augment`, applied per image.
+        workers: decoding threads (0 decodes in the calling thread).
+        prefetch: batches decoded ahead of the one being consumed.
+        cache: keep decoded, cropped and resized uint8 images in memory after
+            their first read.
+        allow_missing_classes: see ``classes``. Classes left out by
+            ``class_filter`` never need images.
+        tfds_data_dir: TFDS data directory (else ``$TFDS_DATA_DIR``).
+        verify: decode every image once when the reader is built. Defaults to
+            True for ``on_error="skip"`` (needed for exact counts), else False.
+        progress: show a tqdm bar on stderr during verification; ``None``
+            shows it from 1000 files on.
+
+    Raises:
+        DataError: a bad option (the message names it) or bad data.
+
+    Example:
+        >>> reader = DataReader("pbc128/train", image_size=64, batch_size=32,
+        ...                     class_limits={"basophil": 80}, seed=3)
+        >>> len(reader), reader.num_images, reader.class_counts()["basophil"]
+        (..., ..., 80)
+        >>> images, labels = next(iter(reader.epoch(1)))
+        >>> images.shape, images.dtype, labels.dtype
+        ((32, 64, 64, 3), dtype('float32'), dtype('int32'))
+    """
+
+    def __init__(self, source, image_size=None, crop=None, batch_size: int = 32, shuffle: bool = True,
+                 seed: int = 0, classes=None, on_error: str = "raise", drop_remainder: bool = False,
+                 class_filter=None, class_limits=None, oversample=None, augment: Augment | None = None,
+                 workers: int = 2, prefetch: int = 2, cache: bool = False, *,
+                 allow_missing_classes: bool = False, tfds_data_dir: str | os.PathLike | None = None,
+                 verify: bool | None = None, progress: bool | None = None):
+        self.image_size = _check_image_size(image_size)
+        self.crop = _check_crop(crop)
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.on_error = _check_choice(on_error, "on_error", ON_ERROR_CHOICES)
+        self.workers = _check_int(workers, "workers", 0)
+        self.prefetch = _check_int(prefetch, "prefetch", 0)
+        if augment is not None and not isinstance(augment, Augment):
+            raise DataError(f"augment must be an Augment or None, got {type(augment).__name__}")
+        self.augment = augment
+        self.shuffle = bool(shuffle)
+        self.drop_remainder = bool(drop_remainder)
+        self.verified = (self.on_error == "skip") if verify is None else bool(verify)
+
+        self._source = _open_source(source, None if tfds_data_dir is None else os.fspath(tfds_data_dir))
+        self.source = os.fspath(source)
+        self.layout = self._source.layout
+        self.labelled = self._source.labelled
+        self.ignored: list[tuple[str, str]] = list(self._source.ignored)
+        self.skipped: list[tuple[str, str]] = []
+        self.classes: list[str] = _resolve_classes(self._source, classes)
+        class_ids = {name: index for index, name in enumerate(self.classes)}
+        included = _check_class_filter(class_filter, self.classes)
+        limits = _check_class_limits(class_limits, self.classes)
+        targets = _check_oversample(oversample, self.classes)
+        self._cache: dict[str, np.ndarray] | None = {} if cache else None
+
+        candidates = [entry for entry in self._source.entries if class_ids[entry.class_name] in included]
+        candidates = self._cheap_checks(candidates)
+        self.image_sizes: Counter = Counter()  # "WxH" -> count, filled by the verify pass
+        cropped_sizes: dict[tuple[int, int], list[str]] = {}
+        if self.verified:
+            inspections = _inspect_all(self._source, candidates, self.crop,
+                                       self.image_size if cache else None, keep_images=bool(cache),
+                                       workers=self.workers, progress=progress,
+                                       stop_at_first_error=self.on_error == "raise",
+                                       description="verifying images")
+            good = []
+            for entry, inspection in zip(candidates, inspections):
+                if inspection.error is not None:
+                    self.skipped.append((entry.key, inspection.error.reason))
+                    continue
+                good.append(entry)
+                self.image_sizes[_size_text(inspection.native_hw)] += 1
+                cropped_sizes.setdefault(inspection.cropped_hw, []).append(entry.key)
+                if inspection.image is not None:
+                    self._cache[entry.key] = inspection.image
+            candidates = good
+
+        raw_counts = Counter(entry.class_name for entry in self._source.entries)
+        kept_counts = Counter(entry.class_name for entry in candidates)
+        for class_id in included:
+            name = self.classes[class_id]
+            if kept_counts[name] == 0 and not allow_missing_classes:
+                if raw_counts[name]:
+                    reason = f"class '{name}': all {raw_counts[name]} images were skipped as unreadable"
+                else:
+                    reason = self._source.missing_reason(name)
+                raise DataError(f"{reason} (pass allow_missing_classes=True to allow an empty class)")
+
+        self._kept: list[_Entry] = self._apply_limits(candidates, limits, class_ids)
+        if not self._kept:
+            raise DataError(f"{self.source}: no images left to read")
+        if self._cache:  # the verify pass cached images that caps may have left out
+            kept_keys = {entry.key for entry in self._kept}
+            for key in [key for key in self._cache if key not in kept_keys]:
+                del self._cache[key]
+        self._labels = np.array([class_ids[entry.class_name] for entry in self._kept], dtype=np.int32)
+        self._class_members = {class_id: np.flatnonzero(self._labels == class_id) for class_id in included}
+        self._oversample: dict[int, int] = {}
+        for class_id, target in targets.items():
+            members = self._class_members.get(class_id)
+            if members is None:
+                continue  # left out by class_filter: nothing to oversample
+            if len(members) == 0:
+                raise DataError(f"oversample: class '{self.classes[class_id]}' has no images to repeat")
+            if target < len(members):
+                raise DataError(f"oversample[{self.classes[class_id]!r}] = {target} is below its "
+                                f"{len(members)} kept images (use class_limits to reduce a class)")
+            self._oversample[class_id] = target
+
+        self.image_shape = self._resolve_image_shape(cropped_sizes)
+        self.num_images = len(self._kept) + sum(
+            target - len(self._class_members[class_id]) for class_id, target in self._oversample.items())
+        if self.drop_remainder and self.num_images < self.batch_size:
+            raise DataError(f"batch_size {self.batch_size} with drop_remainder=True leaves no batch "
+                            f"from {self.num_images} images")
+
+    # -- construction helpers ------------------------------------------------
+
+    def _cheap_checks(self, entries: list[_Entry]) -> list[_Entry]:
+        good = []
+        for entry in entries:
+            problem = self._source.problem(entry)
+            if problem is None:
+                good.append(entry)
+            elif self.on_error == "raise":
+                raise BadFileError(entry.key, problem, entry.origin)
+            else:
+                origin = f" ({entry.origin})" if entry.origin else ""
+                self.skipped.append((entry.key, problem + origin))
+        return good
+
+    def _apply_limits(self, entries: list[_Entry], limits: dict[int, int | float],
+                      class_ids: dict[str, int]) -> list[_Entry]:
+        if not limits:
+            return entries
+        positions_by_class: dict[int, list[int]] = {}
+        for position, entry in enumerate(entries):
+            positions_by_class.setdefault(class_ids[entry.class_name], []).append(position)
+        dropped = set()
+        for class_id, limit in limits.items():
+            positions = positions_by_class.get(class_id, [])
+            count = limit if isinstance(limit, int) else max(1, int(round(limit * len(positions))))
+            if count >= len(positions):
+                continue
+            rng = np.random.default_rng([self.seed, zlib.crc32(self.classes[class_id].encode()), 7])
+            keep = set(rng.choice(len(positions), size=count, replace=False).tolist())
+            dropped.update(position for index, position in enumerate(positions) if index not in keep)
+        return [entry for position, entry in enumerate(entries) if position not in dropped]
+
+    def _resolve_image_shape(self, cropped_sizes: dict[tuple[int, int], list[str]]) -> tuple[int, int, int]:
+        if self.image_size is not None:
+            return self.image_size + (3,)
+        if self.verified:
+            kept = {entry.key for entry in self._kept}
+            sizes = {size: [key for key in keys if key in kept] for size, keys in cropped_sizes.items()}
+            sizes = {size: keys for size, keys in sizes.items() if keys}
+            if len(sizes) > 1:
+                listing = ", ".join(f"{_size_text(size)} ({len(keys)} files, e.g. {keys[0]})"
+                                    for size, keys in sorted(sizes.items(), key=lambda item: -len(item[1])))
+                raise DataError(f"image_size=None keeps the native size, but images differ: {listing}; "
+                                f"pass image_size")
+            return next(iter(sizes)) + (3,)
+        first = self._kept[0]
+        image = _center_crop(_decode_entry(self._source, first), self.crop, first)
+        return image.shape[:2] + (3,)
+
+    # -- public API ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if self.drop_remainder:
+            return self.num_images // self.batch_size
+        return -(-self.num_images // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Iterates epoch 0."""
+        return self.epoch(0)
+
+    def __repr__(self) -> str:
+        return (f"DataReader({self.source!r}, {self.num_images} images/epoch, {len(self)} batches of "
+                f"{self.batch_size}, shape {self.image_shape}, {len(self.classes)} classes)")
+
+    @property
+    def files(self) -> list[str]:
+        """The kept files (unique, after skips, filter and caps), in reading order."""
+        return [entry.key for entry in self._kept]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int32 class ids of :attr:`files`."""
+        return self._labels.copy()
+
+    def kept_files(self) -> list[tuple[str, str]]:
+        """(path, class name) of every kept file, in the order of :attr:`files`."""
+        return [(entry.key, entry.class_name) for entry in self._kept]
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per epoch for every class of ``classes`` (after filter, caps and oversampling)."""
+        counts = {name: 0 for name in self.classes}
+        for class_id, members in self._class_members.items():
+            counts[self.classes[class_id]] = self._oversample.get(class_id, len(members))
+        return counts
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Indices into :attr:`files` in the order epoch ``epoch`` reads them (repeats included)."""
+        epoch = _check_int(epoch, "epoch", 0)
+        order = np.arange(len(self._kept))
+        extras = []
+        for class_id, target in sorted(self._oversample.items()):
+            members = self._class_members[class_id]
+            copies, remainder = divmod(target, len(members))
+            extras.extend([members] * (copies - 1))
+            if remainder:
+                rng = np.random.default_rng([self.seed, epoch, zlib.crc32(self.classes[class_id].encode()), 11])
+                extras.append(members[np.sort(rng.choice(len(members), size=remainder, replace=False))])
+        if extras:
+            order = np.concatenate([order] + extras)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch, 5]).permutation(order)
+        return order
+
+    def epoch(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yields epoch ``index`` as (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B]).
+
+        Decoding runs on ``workers`` threads, ``prefetch`` batches ahead.
+
+        Raises:
+            DataError: (while iterating) a file cannot be read, with on_error="raise";
+                or a file changed after the verify pass.
+        """
+        order = self.epoch_order(index)
+        return self._stream(order, index)
+
+    def _stream(self, order: np.ndarray, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        batch_count = len(self)
+        batch_size = self.batch_size
+        executor = (ThreadPoolExecutor(self.workers, thread_name_prefix="cellgen-reader")
+                    if self.workers > 0 else None)
+        pending: deque = deque()
+        next_batch = 0
+
+        def submit(batch_number: int):
+            positions = np.arange(batch_number * batch_size, min((batch_number + 1) * batch_size, len(order)))
+            images = np.empty((len(positions),) + self.image_shape, dtype=np.float32)
+            labels = self._labels[order[positions]]
+            if executor is None:
+                return images, labels, positions, None
+            parts = np.array_split(np.arange(len(positions)), min(self.workers, len(positions)))
+            futures = [executor.submit(self._fill, images, part, positions, order, epoch, self.augment)
+                       for part in parts]
+            return images, labels, positions, futures
+
+        try:
+            while next_batch < batch_count or pending:
+                while next_batch < batch_count and len(pending) < self.prefetch + 1:
+                    pending.append(submit(next_batch))
+                    next_batch += 1
+                images, labels, positions, futures = pending.popleft()
+                if futures is None:
+                    self._fill(images, np.arange(len(positions)), positions, order, epoch, self.augment)
+                else:
+                    for future in futures:
+                        future.result()
+                yield images, labels
+        finally:
+            for _, _, _, futures in pending:
+                for future in futures or ():
+                    future.cancel()
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+    def _fill(self, images: np.ndarray, slots: np.ndarray, positions: np.ndarray, order: np.ndarray,
+              epoch: int, augment: Augment | None):
+        """Decodes the images at ``positions[slots]`` of an epoch's ``order`` into ``images[slots]``."""
+        for slot in slots:
+            position = int(positions[slot])
+            pixels = self._image_uint8(int(order[position]))
+            if augment is not None:
+                pixels = augment.apply(pixels, np.random.default_rng([self.seed, epoch, position]))
+            images[slot] = from_uint8(pixels)
+
+    def _image_uint8(self, kept_index: int) -> np.ndarray:
+        entry = self._kept[kept_index]
+        if self._cache is not None:
+            cached = self._cache.get(entry.key)
+            if cached is not None:
+                return cached
+        try:
+            image = _center_crop(_decode_entry(self._source, entry), self.crop, entry)
+        except BadFileError as error:
+            if self.verified:
+                raise BadFileError(entry.key, f"{error.reason} (it passed verification: did the file change?)",
+                                   entry.origin) from None
+            raise
+        if self.image_size is None and image.shape[:2] != self.image_shape[:2]:
+            raise BadFileError(entry.key, f"is {_size_text(image.shape[:2])} after cropping but image_size=None "
+                                          f"keeps the first image's {_size_text(self.image_shape[:2])}; "
+                                          f"pass image_size", entry.origin)
+        image = _resize(image, self.image_size)
+        if self._cache is not None:
+            self._cache[entry.key] = image
+        return image
+
+    def as_tf_dataset(self, epochs: int | None = None, start_epoch: int = 0, with_labels: bool = True):
+        """A ``tf.data.Dataset`` of (images float32 [B, H, W, 3], labels int32 [B]) batches.
+
+        It runs epochs ``start_epoch``, ``start_epoch + 1``, ... each with its
+        own shuffle, endlessly when ``epochs`` is None (use
+        ``model.fit(dataset, epochs=E, steps_per_epoch=len(reader))``), else
+        for ``epochs`` epochs with a known cardinality. The batch dimension is
+        static when ``drop_remainder=True``. Works with
+        ``strategy.experimental_distribute_dataset``.
+
+        Args:
+            epochs: number of epochs, or None for endless.
+            start_epoch: the first epoch's number (e.g. to resume training).
+            with_labels: False yields images only.
+        """
+        import tensorflow as tf
+
+        if epochs is not None:
+            epochs = _check_int(epochs, "epochs", 1)
+        start_epoch = _check_int(start_epoch, "start_epoch", 0)
+
+        def generate():
+            epoch = start_epoch
+            while epochs is None or epoch < start_epoch + epochs:
+                for images, labels in self.epoch(epoch):
+                    yield (images, labels) if with_labels else images
+                epoch += 1
+
+        batch_dim = self.batch_size if self.drop_remainder else None
+        image_spec = tf.TensorSpec((batch_dim,) + self.image_shape, tf.float32)
+        signature = (image_spec, tf.TensorSpec((batch_dim,), tf.int32)) if with_labels else image_spec
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        cardinality = tf.data.INFINITE_CARDINALITY if epochs is None else len(self) * epochs
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
+        return dataset.prefetch(1)
+
+    def load_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """All kept images (no repeats, no augmentation) as float32 [N, H, W, 3] and int32 [N].
+
+        Holds everything in memory: meant for small evaluation sets.
+        """
+        images = np.empty((len(self._kept),) + self.image_shape, dtype=np.float32)
+        order = np.arange(len(self._kept))
+        if self.workers == 0:
+            self._fill(images, order, order, order, 0, None)
+        else:
+            parts = np.array_split(order, max(1, min(len(order) // 64, 4 * self.workers)))
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="cellgen-reader") as executor:
+                for future in [executor.submit(self._fill, images, part, order, order, 0, None) for part in parts]:
+                    future.result()
+        return images, self._labels.copy()
+
+    def write_skip_report(self, directory: str | os.PathLike) -> Path:
+        """Writes ``skipped_files.csv`` (columns path, reason) in ``directory``; returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / SKIP_REPORT_NAME
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.skipped)
+        return path
+
+    def write_file_list(self, csv_path: str | os.PathLike) -> Path:
+        """Writes the kept files as a ``path,label`` CSV (paths relative to it), itself a valid source.
+
+        Lets a later stage (or a scarcity study) read exactly the same images.
+        """
+        if isinstance(self._source, _TfdsSource):
+            raise DataError("write_file_list needs a folder or CSV source, not a TFDS dataset")
+        csv_path = Path(csv_path)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        base = csv_path.parent.resolve()
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            for path, class_name in self.kept_files():
+                try:
+                    shown = os.path.relpath(Path(path).resolve(), base)
+                except ValueError:  # another drive on Windows
+                    shown = str(Path(path).resolve())
+                writer.writerow([Path(shown).as_posix(), class_name])
+        return csv_path

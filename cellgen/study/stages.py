@@ -1,0 +1,253 @@
+"""The typed stage calls the study and the generator comparison are made of.
+
+Each call runs a stage through its library entry point and first appends the
+equivalent command line to a :class:`CommandLog` (``commands.sh``), so a user can
+rerun any stage by hand:
+
+- :func:`train_generator`: a generator trainer's ``resolve_config(request)`` and
+  ``train(config, resume=...)`` (``train_ddim.py``, ``train_vanilla_gan.py``, ``train_cvae.py``);
+- :func:`generate_images`: :func:`cellgen.sampling.load_sampler` + :func:`~cellgen.sampling.write_samples`
+  (``generate.py``);
+- :func:`run_classifier_experiment`: :func:`cellgen.classify.train_lib.run_experiment`
+  (``evaluate_classifier.py``), and :func:`train_domain_extractor`, a classifier trained
+  on real images whose penultimate features feed FID/KID;
+- :func:`evaluate_generated_images` and :func:`make_expert_kit`: :mod:`cellgen.evaluate.tasks`
+  (``evaluate_generator.py``, ``expert_test.py``).
+
+Example:
+    >>> log = CommandLog("study/commands.sh")                                         # doctest: +SKIP
+    >>> request = RunRequest("ddim_fast", {"data": "train.csv"}, out="study/generators/base")
+    >>> run = train_generator("ddim", request, log=log)                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cellgen.config import RunRequest
+
+Printer = Callable[[str], None]
+
+# Generator run kind -> (training script, trainer module with resolve_config(request) and train(config, ...)).
+GENERATOR_TRAINERS: dict[str, tuple[str, str]] = {
+    "ddim": ("train_ddim", "cellgen.diffusion.train_lib"),
+    "vanilla_gan": ("train_vanilla_gan", "cellgen.gan.train_lib"),
+    "cvae": ("train_cvae", "cellgen.vae.train_lib"),
+}
+CLASSIFIER_SCRIPT = "evaluate_classifier"
+# generate.py's default batch: the study writes the same images as its command line.
+GENERATE_BATCH_SIZE = 32
+
+
+class CommandLog:
+    """Appends stage command lines (``python SCRIPT.py ARGS``) to a shell file.
+
+    Args:
+        path: the file (``commands.sh``); created with its folder on the first line.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def record(self, script: str, argv: Sequence[Any]) -> str:
+        """Appends ``python SCRIPT.py ARGV`` (shell-quoted); returns the line."""
+        line = f"python {script}.py {shlex.join(str(arg) for arg in argv)}".rstrip()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        return line
+
+    def note(self, text: str) -> None:
+        """Appends a comment line (a step that has no command of its own)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(f"# {text}\n")
+
+
+def _record(log: CommandLog | None, script: str, argv: Sequence[Any]) -> None:
+    if log is not None:
+        log.record(script, argv)
+
+
+def fresh_session() -> None:
+    """Stages share one process: each starts from an empty Keras session in float32."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")
+
+
+# Generators ----------------------------------------------------------------------
+
+
+def trainer_module(kind: str):
+    """The trainer module of a generator kind (``resolve_config(request)``, ``train(config, ...)``)."""
+    if kind == "ddim":
+        from cellgen.diffusion import train_lib
+    elif kind == "vanilla_gan":
+        from cellgen.gan import train_lib
+    elif kind == "cvae":
+        from cellgen.vae import train_lib
+    else:
+        from cellgen.config import ConfigError
+
+        raise ConfigError(f"no trainer for generator kind {kind!r} (kinds: {', '.join(GENERATOR_TRAINERS)})")
+    return train_lib
+
+
+def generator_config_class(kind: str):
+    """The config dataclass of a generator kind (for checks before anything trains)."""
+    if kind == "ddim":
+        from cellgen.diffusion.config import DiffusionConfig as config_class
+    elif kind == "vanilla_gan":
+        from cellgen.gan.config import VanillaGANConfig as config_class
+    elif kind == "cvae":
+        from cellgen.vae.config import CVAEConfig as config_class
+    else:
+        from cellgen.config import ConfigError
+
+        raise ConfigError(f"no trainer for generator kind {kind!r} (kinds: {', '.join(GENERATOR_TRAINERS)})")
+    return config_class
+
+
+def train_generator(kind: str, request: RunRequest, verbose: int = 1, log: CommandLog | None = None,
+                    strategy=None):
+    """Resolves and trains (or resumes, or fine-tunes) a generator run; returns its RunDir.
+
+    The request's command line (``RunRequest.to_argv``) is logged before training starts.
+
+    Raises:
+        ConfigError, DataError, RunError, NonFiniteLossError: as the trainer's ``train``.
+    """
+    trainer = trainer_module(kind)
+    config = trainer.resolve_config(request)
+    _record(log, GENERATOR_TRAINERS[kind][0], request.to_argv())
+    fresh_session()
+    return trainer.train(config, resume=request.resume, verbose=verbose, strategy=strategy)
+
+
+@dataclasses.dataclass
+class GenerationRequest:
+    """Images to write from a generator run (the flags of ``generate.py --n``)."""
+
+    run: str
+    out: str
+    count: int
+    seed: int = 0
+    class_name: str | None = None
+    steps: int | None = None
+    batch_size: int = GENERATE_BATCH_SIZE
+
+    def to_argv(self) -> list[str]:
+        argv = ["--run", self.run, "--n", str(self.count), "--out", self.out, "--seed", str(self.seed),
+                "--batch-size", str(self.batch_size), "--quiet"]
+        if self.class_name is not None:
+            argv += ["--class", self.class_name]
+        if self.steps is not None:
+            argv += ["--steps", str(self.steps)]
+        return argv
+
+
+def generate_images(request: GenerationRequest, log: CommandLog | None = None) -> list[Path]:
+    """Writes ``request.count`` images of a run as PNG files (as ``generate.py`` does); returns the paths."""
+    from cellgen.sampling import load_sampler, write_samples
+
+    _record(log, "generate", request.to_argv())
+    fresh_session()
+    options = {"steps": request.steps} if request.steps is not None else {}
+    sampler = load_sampler(request.run, **options)
+    return write_samples(sampler, request.count, request.out, seed=request.seed, class_name=request.class_name,
+                         batch_size=request.batch_size, progress=False)
+
+
+# Classifiers -----------------------------------------------------------------------
+
+
+def classifier_config(request: RunRequest):
+    """The classifier experiment's config of a request (new, or the saved one on resume)."""
+    from cellgen.classify.config import ClassifierConfig
+    from cellgen.finetune import resolve_run_config
+
+    return resolve_run_config(ClassifierConfig, request)
+
+
+def run_classifier_experiment(request: RunRequest, verbose: int | str = 0, log: CommandLog | None = None,
+                              printer: Printer = print) -> dict[str, Any]:
+    """Runs the classifier arms of ``request`` (``evaluate_classifier.py``); returns the report."""
+    from cellgen.classify.train_lib import run_experiment
+
+    config = classifier_config(request)
+    _record(log, CLASSIFIER_SCRIPT, request.to_argv())
+    fresh_session()
+    return run_experiment(config, resume=request.resume, verbose=verbose, printer=printer)
+
+
+def domain_extractor_request(preset: str, overrides: dict[str, Any], train: str, val: str, out: str | Path,
+                             image_size: int, seed: int) -> RunRequest:
+    """The request of a feature classifier: one baseline arm, one seed, its best model saved.
+
+    ``val`` picks its epoch and doubles as its test split: it only serves as a feature
+    extractor, so no held-out split is spent on it.
+    """
+    values = {**overrides, "image_size": image_size, "data": train, "val_data": val, "test_data": val,
+              "arms": ["baseline"], "seeds": 1, "seed": seed, "save_models": True}
+    out = Path(out)
+    return RunRequest(preset=preset, overrides=values, out=str(out), resume=(out / "config.json").is_file())
+
+
+def trained_extractor(out: str | Path) -> Path | None:
+    """The ``best.keras`` a finished feature-classifier experiment in ``out`` saved, or None."""
+    out = Path(out)
+    if not (out / "COMPLETE.json").is_file():
+        return None
+    found = sorted(out.rglob("best.keras"))
+    return found[0] if found else None
+
+
+def train_domain_extractor(request: RunRequest, log: CommandLog | None = None, printer: Printer = print) -> Path:
+    """Trains (once) a classifier on real images; returns its ``best.keras`` for
+    :func:`cellgen.evaluate.features.load_extractor`.
+
+    It sees only the images of ``request`` (the kept real training images in a study),
+    never synthetic or test images.
+
+    Raises:
+        RunError: the experiment saved no ``best.keras``.
+    """
+    from cellgen.runs import RunError
+
+    out = Path(request.out)
+    found = trained_extractor(out)
+    if found is not None:
+        return found
+    run_classifier_experiment(request, verbose=0, log=log, printer=printer)
+    found = trained_extractor(out)
+    if found is None:
+        raise RunError(f"the feature classifier in {out} saved no best.keras (save_models=true)")
+    return found
+
+
+# Evaluation ------------------------------------------------------------------------
+
+
+def evaluate_generated_images(options, log: CommandLog | None = None, printer: Printer = print) -> dict[str, Any]:
+    """Runs :func:`cellgen.evaluate.tasks.evaluate_generator` (``evaluate_generator.py``) and prints its summary."""
+    from cellgen.evaluate.tasks import evaluate_generator, summary_lines
+
+    _record(log, "evaluate_generator", options.to_argv())
+    fresh_session()
+    result = evaluate_generator(options)
+    for line in summary_lines(result, options.out):
+        printer(line)
+    return result
+
+
+def make_expert_kit(options, log: CommandLog | None = None) -> Path:
+    """Runs :func:`cellgen.evaluate.tasks.make_expert_kit` (``expert_test.py make``)."""
+    from cellgen.evaluate import tasks
+
+    _record(log, "expert_test", options.to_argv())
+    return tasks.make_expert_kit(options)

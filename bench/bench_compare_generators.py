@@ -1,10 +1,11 @@
 """The Matos (2025) comparison on this machine: CVAE, DCGAN, DDPM (T = 500) and DDIM (20 steps)
-at 28 px under an equal wall-clock training budget, through ``compare_generators.py``.
+at 28 px under an equal wall-clock training budget, through :func:`cellgen.study.compare.run_comparison`
+(what ``compare_generators.py`` runs).
 
 ImageNet weights for InceptionV3 cannot be downloaded here, so the features come
 from a domain classifier: the project's ``smallcnn`` (configs/classifier_fast.toml)
-trained at 28 px on ``--train`` for a few epochs with ``evaluate_classifier.py``
-(its validation split doubles as its test split: the classifier only serves as a
+trained at 28 px on all of ``--train`` for a few epochs (:func:`cellgen.study.stages.train_domain_extractor`;
+its validation split doubles as its test split: the classifier only serves as a
 feature extractor; the held-out test split stays unused). Pass ``--extractor
 inception --inception-weights FILE`` where a local InceptionV3 weights file exists.
 
@@ -72,26 +73,25 @@ def parse_args(argv=None):
 
 
 def domain_classifier(train: str, val: str, out: Path, epochs: int) -> Path:
-    """Trains (or reuses) the 28-px smallcnn; returns its best.keras."""
-    found = sorted(out.rglob("best.keras"))
-    if found:
-        return found[0]
-    from cellgen.cli.evaluate_classifier import main
+    """Trains (or reuses) the 28-px smallcnn on all training images; returns its best.keras."""
+    from cellgen.study import stages
 
-    code = main(["--config", "classifier_fast", "--train", train, "--val", val, "--test", val,
-                 "--arms", "baseline", "--seeds", "1", "--size", "28", "--epochs", str(epochs),
-                 "--out", str(out), "--quiet"])
-    found = sorted(out.rglob("best.keras"))
-    if code != 0 or not found:
-        raise SystemExit(f"training the domain classifier failed (exit status {code})")
-    return found[0]
+    request = stages.domain_extractor_request("classifier_fast", {"epochs": epochs}, train, val, out, 28, 0)
+    return stages.train_domain_extractor(request, log=stages.CommandLog(out.parent / "commands.sh"))
+
+
+def _assignments(items, separator: str = "=") -> dict[str, str]:
+    pairs = [item.partition(separator) for item in items]
+    bad = [item for item, (_, found, _) in zip(items, pairs) if not found]
+    if bad:
+        raise SystemExit(f"error: expected MODEL{separator}VALUE, got {bad[0]!r}")
+    return {model.strip(): value.strip() for model, _, value in pairs}
 
 
 def main(argv=None) -> int:
-    import keras
-
-    from cellgen.cli.compare_generators import main as compare
-    from cellgen.runs import read_json, write_json
+    from cellgen.runs import write_json
+    from cellgen.study import stages
+    from cellgen.study.compare import Comparison, run_comparison
 
     args = parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -104,25 +104,22 @@ def main(argv=None) -> int:
     if extractor is None:
         extractor = str(domain_classifier(args.train, args.val, out / "classifier28", args.classifier_epochs))
         classifier_seconds = time.perf_counter() - started
-        keras.backend.clear_session()
-    argv = ["--data", args.train, "--out", str(out / "comparison"), "--real", args.train,
-            "--models", args.models, "--seeds", str(args.seeds),
-            "--n", str(args.n), "--sample-pool", str(args.pool), "--sampling-images", str(args.pool),
-            "--kid-subset-size", str(min(1000, args.n)), "--extractor", extractor,
-            "--inception-weights", args.inception_weights, "--quiet"]
-    argv += ["--epochs", str(args.epochs)] if args.epochs else ["--budget-minutes", str(args.budget_minutes)]
-    for preset in (args.preset if args.preset is not None else ["ddpm=matos2025_ddpm28"]):
-        argv += ["--preset", preset]
-    for limit in (args.limit_samples if args.limit_samples is not None else ["ddpm=16"]):
-        argv += ["--limit-samples", limit]
-    if args.images_per_class:
-        argv += ["--images-per-class", str(args.images_per_class)]
-    if args.resume:
-        argv.append("--resume")
-    code = compare(argv)
-    if code != 0:
-        raise SystemExit(f"compare_generators.py failed with exit status {code}")
-    table = read_json(out / "comparison" / "table.json")
+        stages.fresh_session()
+    presets = _assignments(args.preset if args.preset is not None else ["ddpm=matos2025_ddpm28"])
+    limits = {name: int(value) for name, value in
+              _assignments(args.limit_samples if args.limit_samples is not None else ["ddpm=16"]).items()}
+    models = tuple(name.strip() for name in args.models.split(",") if name.strip())
+    comparison = Comparison(
+        data=args.train, out=str(out / "comparison"), real=args.train, models=models, seeds=args.seeds, n=args.n,
+        sample_pool=args.pool, sampling_images=args.pool, kid_subset_size=min(1000, args.n), extractor=extractor,
+        inception_weights=args.inception_weights, quiet=True, presets=presets,
+        limit_samples={name: value for name, value in limits.items() if name in models},
+        epochs=args.epochs, budget_minutes=None if args.epochs else args.budget_minutes,
+        images_per_class=args.images_per_class or None, resume=args.resume)
+    try:
+        table = run_comparison(comparison, printer=lambda line: print(line, flush=True))
+    except (ValueError, RuntimeError, OSError) as error:  # ConfigError, DataError, RunError: one line
+        raise SystemExit(f"error: compare: {error}") from None
     summary = {"benchmark": "compare_generators", "date": _dt.datetime.now().isoformat(timespec="seconds"),
                "arguments": vars(args), "extractor": extractor, "classifier_seconds": classifier_seconds,
                "total_seconds": time.perf_counter() - started, **table}

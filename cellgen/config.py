@@ -54,6 +54,9 @@ class CommonConfig:
         strategy: ``auto``, ``default``, ``mirrored``, ``multiworker`` or ``cpu:N`` (see cellgen.distribute).
         on_error: what the data reader does with an unreadable image: ``raise`` or ``skip``.
         workers: image-decoding threads of the data reader.
+        classes: the expected class names (empty: whatever the data holds). A folder or CSV
+            label outside them is an error naming it, so a typo such as ``basophill`` never
+            becomes a class of its own.
         description: free text recorded in the run directory.
     """
 
@@ -71,6 +74,7 @@ class CommonConfig:
     strategy: str = "auto"
     on_error: str = "raise"
     workers: int = 2
+    classes: list[str] = dataclasses.field(default_factory=list)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:

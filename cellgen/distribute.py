@@ -239,7 +239,7 @@ def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None
         return
     names = list(values)
     local = tf.constant([[int(values[name]) for name in names]], tf.int64)
-    with collective_errors(strategy, "comparing the workers' settings"):
+    with collective_errors(strategy, "set-up check"):
         gathered = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0).numpy()
     per_replica = len(gathered) // worker_count(strategy)
     rows = gathered[::max(1, per_replica)]  # one row per worker, in task order
@@ -251,6 +251,19 @@ def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None
                     " (every worker must read the same data with the same options)")
             raise StrategyError(f"multi-worker: the workers disagree on {name.replace('_', ' ')} "
                                 f"({found}){hint}")
+
+
+def files_digest(reader) -> int:
+    """A 63-bit digest of the reader's kept files (names and classes, not folders: the data may be
+    mounted at another path on another machine); 0 when the reader cannot list them."""
+    import hashlib
+
+    try:
+        files = reader.kept_files()
+    except Exception:  # a source without a file list (TFDS): the image count is compared instead
+        return 0
+    digest = hashlib.sha256("\n".join(f"{os.path.basename(str(path))}\t{name}" for path, name in files).encode())
+    return int.from_bytes(digest.digest()[:8], "big") >> 1
 
 
 def _first_line(error: BaseException) -> str:
@@ -272,12 +285,12 @@ def describe_collective_error(error: BaseException, strategy: tf.distribute.Stra
         cause = (f"a collective waited more than {timeout:g} s ({COLLECTIVE_TIMEOUT_ENV}) for the other workers"
                  if timeout else "a collective timed out")
     elif isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)):
-        cause = "lost the connection to another worker"
+        cause = (f"lost {', '.join(peers)} (stopped answering)" if peers
+                 else "lost the connection to another worker (or to the chief)")
     else:
         cause = _first_line(error)
-    lost = f"; lost: {', '.join(peers)}" if peers else ""
-    return (f"multi-worker {what} stopped on {here}: {cause}{lost} (a worker died or hangs; "
-            "restart every worker with --resume to continue from the chief's last checkpoint)")
+    return (f"multi-worker {what} stopped on {here}: {cause}; a worker died or hangs: restart every worker "
+            "with --resume to continue from the chief's last checkpoint")
 
 
 @contextlib.contextmanager

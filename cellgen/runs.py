@@ -385,6 +385,28 @@ class RunDir:
         return (self.path / "COMPLETE.json").is_file()
 
 
+def load_model_file(path: str | os.PathLike, compile: bool = False):
+    """Loads a ``.keras`` file with ``safe_mode=True`` (registered cellgen layers only, no code).
+
+    Raises:
+        RunError: the file is missing, damaged or truncated (not a complete ``.keras`` zip), or
+            does not load; the message names the file.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{path}: damaged or truncated model file (not a complete .keras archive); "
+                       "use another saved epoch (--epoch) or re-train")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunError(f"{path}: cannot load ({first})") from None
+
+
 def _timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 

@@ -277,7 +277,8 @@ def run_training(stage: TrainingStage, resume: bool = False, verbose: int = 1, s
 
 def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strategy, precision: str,
            printer: Callable[[str], None]) -> RunDir:
-    from cellgen.distribute import check_workers_agree, collective_errors, fit_multi_worker, is_multi_worker
+    from cellgen.distribute import (check_workers_agree, collective_errors, files_digest, fit_multi_worker,
+                                    is_multi_worker)
 
     config, reader = stage.config, stage.reader
     restore_from = getattr(run, "restore_checkpoints", run.checkpoints)  # the chief's, on another worker
@@ -358,20 +359,6 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
     run.mark_complete(epochs=epochs_done, train_seconds=elapsed_seconds())
     printer(f"trained {epochs_done} epoch(s); run directory: {run.path}")
     return run
-
-
-def files_digest(reader) -> int:
-    """A 63-bit digest of the reader's kept files (names and classes, not folders: the data may be
-    mounted at another path on another machine); 0 when the reader cannot list them."""
-    import hashlib
-    import os
-
-    try:
-        files = reader.kept_files()
-    except Exception:  # a source without a file list (TFDS): the image count is compared instead
-        return 0
-    digest = hashlib.sha256("\n".join(f"{os.path.basename(str(path))}\t{name}" for path, name in files).encode())
-    return int.from_bytes(digest.digest()[:8], "big") >> 1
 
 
 def state_epochs(state: TrainingState, initial_epoch: int) -> int:

@@ -3,13 +3,14 @@
 
 As a script (``python tests/multiworker_worker.py MODE ...``, with ``TF_CONFIG`` set)::
 
-    train MODULE ARGS...     cellgen.cli.MODULE.main(ARGS) (e.g. train_ddim), exit with its status
-    agree [--reader DATA] [NAME=VALUE ...]
-                             join the cluster; compare the kept files of DATA read with a class
-                             filter and a scarcity cap (if given), then the values, with the other
-                             workers (:func:`cellgen.distribute.check_workers_agree`); exit 2 with
-                             ``error: ...`` on a mismatch or a collective timeout
-    stall                    join the cluster and sleep without taking part in any collective
+    train MODULE ARGS... [+++ MODULE ARGS...]
+                 cellgen.cli.MODULE.main(ARGS) (e.g. train_ddim), one run after another in this
+                 process; exits with the first failure's status
+    probe DATA   joins the cluster; compares the kept files of DATA (a class filter and a scarcity
+                 cap) with the other workers, then a value that differs between them (prints the
+                 ``disagreement: ...``); then worker 0 waits in a collective that the others never
+                 join and exits 2 with ``error: ...`` after CELLGEN_COLLECTIVE_TIMEOUT seconds,
+                 while the others sleep (the test ends them)
 
 Every worker runs on the CPU with one TensorFlow thread per pool (two workers share a
 2-core machine), writes its private scratch folder under its own ``TMPDIR`` and its output
@@ -155,59 +156,55 @@ def start_single(args: Sequence[str], root: Path, processes: Processes | None = 
 # The worker side ---------------------------------------------------------------
 
 
-def _train(module: str, argv: list[str]) -> int:
+def _train(argv: list[str]) -> int:
+    """Runs ``MODULE ARGS... [+++ MODULE ARGS...]`` one after another; the first failure's status."""
     import importlib
 
-    return importlib.import_module(f"cellgen.cli.{module}").main(argv)
-
-
-def _agree(argv: list[str]) -> int:
-    from cellgen.cli.common import guarded
-
-    @guarded
-    def main(_argv=None) -> int:
-        from cellgen.distribute import check_workers_agree, make_strategy
-
-        strategy = make_strategy("multiworker")
-        values = dict(argv)
-        if "--reader" in values:
-            from cellgen.data import DataReader
-            from cellgen.training import files_digest
-
-            data = values.pop("--reader")
-            reader = DataReader(data, image_size=16, batch_size=8, seed=3, class_filter=["basophil", "monocyte"],
-                                class_limits={"basophil": 0.5, "monocyte": 7}, drop_remainder=True)
-            digest = files_digest(reader)
-            print(f"kept {reader.num_images} files, digest {digest}", flush=True)
-            check_workers_agree(strategy, training_files=digest, training_images=reader.num_images)
-            print("reader agreed", flush=True)
-        check_workers_agree(strategy, **{name: int(value) for name, value in values.items()})
-        print("values agreed", flush=True)
-        return 0
-
-    return main([])
-
-
-def _stall() -> int:
-    from cellgen.distribute import make_strategy
-
-    make_strategy("multiworker")
-    print("joined; stalling", flush=True)
-    time.sleep(600)
+    runs, current = [], []
+    for item in argv:
+        if item == "+++":
+            runs.append(current)
+            current = []
+        else:
+            current.append(item)
+    runs.append(current)
+    for module, *args in runs:
+        code = importlib.import_module(f"cellgen.cli.{module}").main(args)
+        if code:
+            return code
     return 0
 
 
-def _pairs(items: list[str]) -> list[tuple[str, str]]:
-    pairs, index = [], 0
-    while index < len(items):
-        if items[index] == "--reader":
-            pairs.append(("--reader", items[index + 1]))
-            index += 2
-        else:
-            name, _, value = items[index].partition("=")
-            pairs.append((name, value))
-            index += 1
-    return pairs
+def _probe(data: str) -> int:
+    from cellgen.cli.common import guarded
+    from cellgen.distribute import StrategyError, check_workers_agree, files_digest, make_strategy
+
+    @guarded
+    def main(_argv=None) -> int:
+        strategy = make_strategy("multiworker")
+        index = strategy.cluster_resolver.task_id
+        from cellgen.data import DataReader
+
+        # A class filter and a scarcity cap (a fraction and a count): the kept files depend on the seed only.
+        reader = DataReader(data, image_size=16, batch_size=8, seed=3, class_filter=["basophil", "monocyte"],
+                            class_limits={"basophil": 0.5, "monocyte": 7}, drop_remainder=True)
+        print(f"kept {reader.num_images} files, digest {files_digest(reader)}", flush=True)
+        check_workers_agree(strategy, training_files=files_digest(reader), training_images=reader.num_images)
+        print("reader agreed", flush=True)
+        try:
+            check_workers_agree(strategy, resumed_epoch=index + 1)
+            print("unexpected: different epochs agreed", flush=True)
+        except StrategyError as error:
+            print(f"disagreement: {error}", flush=True)
+        if index == 0:
+            check_workers_agree(strategy, steps_per_epoch=1)  # worker 1 never joins: the collective times out
+            print("unexpected: no timeout", flush=True)
+            return 0
+        print("stalling", flush=True)
+        time.sleep(600)
+        return 0
+
+    return main([])
 
 
 def main(argv: list[str]) -> int:
@@ -215,11 +212,9 @@ def main(argv: list[str]) -> int:
 
     mode, rest = argv[0], argv[1:]
     if mode == "train":
-        return _train(rest[0], rest[1:])
-    if mode == "agree":
-        return _agree(_pairs(rest))
-    if mode == "stall":
-        return _stall()
+        return _train(rest)
+    if mode == "probe":
+        return _probe(rest[0])
     raise SystemExit(f"unknown mode {mode!r}")
 
 

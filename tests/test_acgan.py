@@ -251,3 +251,30 @@ def test_presets_build_and_take_one_step(preset, gan_preset, freeze):
         assert sum(changed) == 1  # only d_realness
     else:
         assert all(changed)
+
+
+def test_thesis_preset_follows_a_32px_backbone_and_trains_with_diffaugment(backbone, data_dir, tmp_path):
+    """Issue 19 item 5: kc2020_acgan (K&C: 256 px) on a 32 px backbone takes the backbone's size;
+    with augment and ada the discriminator's inputs are augmented and p is logged."""
+    from cellgen.config import RunRequest
+    from cellgen.gan.acgan_train import resolve_config
+
+    request = RunRequest(preset="kc2020_acgan", overrides={"backbone": str(backbone), "data": str(data_dir)},
+                         out=str(tmp_path / "resolved"))
+    config = resolve_config(request)
+    assert (config.image_size, config.latent_dim, config.head_units) == (32, 100, 100)
+    with pytest.raises(ConfigError, match="image_size=256 differs from the backbone run's"):
+        resolve_config(RunRequest(preset="kc2020_acgan", out=str(tmp_path / "x"),
+                                  overrides={"backbone": str(backbone), "data": str(data_dir), "image_size": 256}))
+
+    out = tmp_path / "kc"
+    assert acgan_main(["--config", "kc2020_acgan", "--backbone", str(backbone), "--data", str(data_dir),
+                       "--out", str(out), "--set", "head_units=16", "--set", "samples_per_class=2",
+                       "--set", "augment=color,translation,cutout", "--set", "ada=true", "--set", "ada_kimg=1",
+                       "--quiet"]) == 0
+    assert read_json(out / "config.json")["image_size"] == 32
+    header = (out / "logs" / "history.csv").read_text().splitlines()[0]
+    assert "ada_p" in header and "aux_acc_real" in header
+    state = read_json(out / "checkpoints" / "epoch-0001" / "state.json")
+    assert 0 <= state["ada_p"] <= 1
+    assert load_sampler(out).sample(2, seed=0).shape == (2, 32, 32, 3)

@@ -20,7 +20,7 @@ from cellgen.cli.evaluate_classifier import main
 from cellgen.config import CommonConfig, ConfigError, load_config
 from cellgen.distribute import make_strategy
 from cellgen.images import write_rgb
-from cellgen.runs import RunDir, read_history, read_json
+from cellgen.runs import RunDir, read_history, read_json, write_json
 from cellgen.sample_data import sample_path
 
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
@@ -170,6 +170,26 @@ def test_resumed_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
     assert again["weighted_f1"] == result["weighted_f1"]
 
 
+def test_a_run_ended_by_early_stopping_resumes_to_its_test_only(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    out = Path(config.out)
+    data, train_csv = plan_one_run(config, out)
+    run_path = out / "runs" / "baseline" / "seed-0"
+    args = ("baseline", train_csv, data.val_csv, data.test_csv, data.classes, run_path)
+    train_lib.train_classifier_run(config, *args, verbose=0)
+    # As if early stopping had ended it after epoch 1 and the process died before the test.
+    state_file = run_path / "checkpoints" / "epoch-0001" / "state.json"
+    state = read_json(state_file)
+    assert state["stopped_early"] is False and state["epochs_without_improvement"] == 0
+    write_json(state_file, {**state, "stopped_early": True})
+    (run_path / "COMPLETE.json").unlink()
+    (run_path / "metrics" / "test.json").unlink()
+    result = train_lib.train_classifier_run(config.replace(epochs=3), *args, resume=True, verbose=0)
+    assert read_history(run_path / "logs" / "history.csv")["epoch"] == [0.0]  # not trained further
+    assert result["epochs_trained"] == 1 and result["stopped_early_at"] == 1
+    assert (run_path / "COMPLETE.json").is_file() and (run_path / "metrics" / "test.json").is_file()
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     add_callback(monkeypatch, _ExplodeLearningRate())  # finite epoch 1, NaN in epoch 2
     out = tmp_path / "exp"
@@ -278,7 +298,7 @@ def test_best_weights_are_kept_and_early_stopping_waits_for_patience(tmp_path):
         if model.stop_training:
             break
     assert keep.stopped_early_at == 4 and keep.best_epoch == 2 and keep.best == pytest.approx(0.8)
-    assert keep.state(4) == {"best_val_loss": pytest.approx(0.8), "best_epoch": 2, "epochs_without_improvement": 2}
+    assert keep.state() == {"best_val_loss": pytest.approx(0.8), "best_epoch": 2, "epochs_without_improvement": 2}
     assert keep.restore_best(model)
     for expected, actual in zip(snapshots[2], model.get_weights()):
         np.testing.assert_array_equal(expected, actual)

@@ -12,7 +12,7 @@ from cellgen.cli.compare_generators import main, parse_overrides
 from cellgen.config import ConfigError
 from cellgen.study import compare
 from cellgen.study.compare import (MODEL_NAMES, Comparison, ProportionalSampler, epochs_that_fit, markdown_table,
-                                   run_comparison, selected_models)
+                                   selected_models)
 
 # Tiny networks for every model; the code paths are those of the full presets.
 TINY_SETS = [
@@ -82,13 +82,15 @@ def test_comparison_on_the_tiny_subset_writes_one_row_per_model(tiny_pbc, tmp_pa
     assert "reusing" in capsys.readouterr().out
 
 
-def test_equal_epochs_with_fresh_samples_per_seed(tiny_pbc, tmp_path):
-    extractor = _tiny_extractor(tmp_path / "extractor.keras")
+def test_equal_epochs_with_fresh_samples_per_seed_and_the_default_domain_extractor(tiny_pbc, tmp_path):
     out = tmp_path / "compare"
+    # No --extractor: the default trains a domain classifier on the training images (no download).
     argv = ["--data", str(tiny_pbc), "--out", str(out), "--images-per-class", "3", "--epochs", "2",
             "--models", "cvae", "--seeds", "2", "--n", "12", "--sampling-images", "10", "--sample-batch-size", "8",
-            "--extractor", str(extractor), "--kid-subset-size", "6", "--cache-dir", str(tmp_path / "cache"),
-            "--quiet"] + [item for assignment in TINY_SETS[:4] for item in ("--set", assignment)]
+            "--kid-subset-size", "6", "--cache-dir", str(tmp_path / "cache"), "--quiet",
+            "--set", "extractor:epochs=1", "--set", "extractor:cnn_width=4", "--set", "extractor:cnn_blocks=2",
+            "--set", "extractor:batch_size=8"] + [item for assignment in TINY_SETS[:4]
+                                                  for item in ("--set", assignment)]
     assert main(argv) == 0
     row = json.loads((out / "table.json").read_text())["rows"][0]
     assert row["epochs"] == 2 and row["sampled_images"] == 10 and not row["over_budget"]
@@ -98,7 +100,37 @@ def test_equal_epochs_with_fresh_samples_per_seed(tiny_pbc, tmp_path):
     evaluation = json.loads((out / "eval" / "cvae" / "metrics.json").read_text())
     assert evaluation["generated"]["source"] == "sampler:cvae"  # new images for every seed
     assert [seed["n_generated"] for seed in evaluation["per_seed"]] == [12, 12]
+    assert evaluation["settings"]["extractor"]["name"].startswith("classifier-")
+    assert sorted((out / "extractor").rglob("best.keras"))
+    table = json.loads((out / "table.json").read_text())
+    assert table["settings"]["extractor"].startswith("domain classifier: classifier_fast")
+    # commands.sh: the extractor's classifier experiment, then the CVAE's training call.
+    lines = (out / "commands.sh").read_text().splitlines()
+    assert lines[0].startswith("python evaluate_classifier.py") and lines[1].startswith("python train_cvae.py")
     assert main(argv) == 2  # the comparison exists and --resume was not given
+
+
+def test_imagenet_weights_offline_fail_before_any_training(tiny_pbc, tmp_path, monkeypatch, capsys):
+    """Issue 21: --extractor inception without internet was a traceback after training."""
+    from cellgen.evaluate import features
+
+    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(features, "_download_imagenet_weights", offline)
+    out = tmp_path / "out"
+    assert main(["--data", str(tiny_pbc), "--out", str(out), "--models", "dcgan", "--extractor", "inception"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "cannot be downloaded" in error
+    assert "--inception-weights FILE" in error and "domain" in error
+    assert not out.exists()  # nothing was trained
+    # The default needs no download.
+    assert Comparison(data=str(tiny_pbc), out=str(out)).extractor == "domain"
+    assert main(["--data", str(tiny_pbc), "--out", str(out), "--extractor", str(tmp_path / "none.keras")]) == 2
+    assert "none.keras" in capsys.readouterr().err
 
 
 def test_missing_stage_is_a_one_line_error(tiny_pbc, tmp_path, capsys, monkeypatch):

@@ -662,3 +662,15 @@ def test_real_tiny_split():
     assert images.shape == (32, 64, 64, 3) and -1.0 <= images.min() < images.max() <= 1.0
     report = scan_images(tiny)
     assert report.total == 128 and report.image_sizes == {"128x128": 128}
+
+
+def test_the_old_module_and_the_cli_re_export_the_package():
+    import cellgen.data as data
+    import cellgen.data_reader as old
+    from cellgen.cli import common
+
+    for name in data.__all__:
+        assert getattr(old, name) is getattr(data, name), name
+    assert common.crop_option is data.crop_option
+    assert [data.crop_option(value) for value in (0, 0.0, 0.5, 1.0, 24.0, 24)] == [None, None, 0.5, 1.0, 24, 24]
+    assert isinstance(data.crop_option(24.0), int) and isinstance(data.crop_option(1.0), float)

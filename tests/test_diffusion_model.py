@@ -34,20 +34,25 @@ def _max_difference(first, second):
 
 def test_all_presets_are_found():
     assert {"nz2023_ddim_base", "nz2023_ddim_finetune", "kerasio_ddim64", "matos2025_ddpm28",
-            "matos2025_ddpm28_deep", "ddim_fast"} <= set(PRESETS)
+            "matos2025_ddpm28_deep", "ddim_fast", "ddim_cond32", "ddim_cond64", "nz2023_ddim_cond"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_builds_and_takes_one_step(preset):
     config = load_config(DiffusionConfig, preset)
+    # A conditional preset takes its class names from the data, as the training loop does.
+    config = config.with_data_classes(["basophil", "lymphocyte", "neutrophil"])
     model = DiffusionModel(config)
     model.compile(optimizer=make_optimizer(config))
     size = config.image_size
     images = _images(2, size)
     assert tuple(model.network.output_shape) == (None, size, size, 3)
-    assert [tuple(shape) for shape in model.network.input_shape] == [(None, size, size, 3), (None, 1, 1, 1)]
+    inputs = [(None, size, size, 3), (None, 1, 1, 1)] + ([(None,)] if config.conditional else [])
+    assert [tuple(shape) for shape in model.network.input_shape] == inputs
     before = [weight.numpy() for weight in model.network.trainable_weights]
-    logs = model.train_step(tf.constant(images))  # eager: the same code as in fit, without tracing
+    # eager: the same code as in fit, without tracing; conditional presets need (images, labels)
+    batch = (tf.constant(images), tf.constant([0, 2])) if config.conditional else tf.constant(images)
+    logs = model.train_step(batch)
     assert np.isfinite(float(logs["noise_loss"])) and float(logs["noise_loss"]) > 0
     assert _max_difference(before, [weight.numpy() for weight in model.network.trainable_weights]) > 0
 

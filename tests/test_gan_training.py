@@ -333,7 +333,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(base_run, tm
     (["--data", "{tmp}/missing"], "missing"),
     (["--data", "{data}", "--set", "depth=3"], "unknown config key 'depth'"),
     (["--data", "{data}", "--class", "dragon"], "dragon"),
-    (["--data", "{data}", "--batch-size", "4096"], "batch_size"),
+    (["--data", "{data}", "--set", "augment=color,rotation"], "valid: color, translation, cutout"),
     (["--data", "{data}", "--size", "48"], "power of two"),
     (["--finetune-from", "{tmp}/nothing"], "--finetune-from"),
     (["--data", "{data}", "--config", "nz2023_gan_finetune"], "only apply when fine-tuning"),

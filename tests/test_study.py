@@ -112,9 +112,16 @@ def _check_commands_reproduce_the_stages(study, tmp_path):
     expert = importlib.import_module("cellgen.cli.expert_test")
     kit = expert.kit_options_from_args(expert.build_parser().parse_args(commands[5][1]))
     assert kit.out == str(study.directory / "expert_kit" / "basophil") and kit.n == 6
-    # The classifier experiment: its options name the kept list, the splits and the synthetic folder.
-    classify = dict(item.split("=", 1) for item in commands[6][1][1::2] if "=" in item)
-    assert classify["data"] == str(study.kept_csv) and classify["synthetic"] == str(study.synthetic_dir())
+    # The classifier experiments (the feature classifier, then the arms): the config they saved.
+    from cellgen.cli.evaluate_classifier import build_parser as classifier_parser
+    from cellgen.cli.evaluate_classifier import config_from_arguments
+
+    runs = ((commands[3], study.evaluation_dir / "feature_classifier"), (commands[6], study.classifier_dir))
+    for (script, argv), out in runs:
+        config = config_from_arguments(classifier_parser().parse_args(argv))
+        assert config.to_dict() == json.loads((out / "config.json").read_text()), script
+        assert config.data == str(study.kept_csv)
+    assert config.synthetic == str(study.synthetic_dir()) and config.arms == ["baseline", "synthetic"]
 
 
 def test_study_precision_is_forced_only_when_set(tmp_path):
@@ -170,11 +177,13 @@ def test_broken_configs_fail_before_training(tmp_path, capsys):
 
 
 def test_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path):
-    config = _config(finetune_overrides='["epochs=1", "batch_size=64"]')
+    # Valid against the preset (3 discriminator layers), but the base run has 2: fails only when fine-tuning.
+    config = _config(finetune_overrides='["epochs=1", "freeze_d_layers=3"]')
     study = Study(config, tmp_path / "study")
-    with pytest.raises(StudyError, match="finetune"):
+    with pytest.raises(StudyError, match="stage 'finetune' failed: .*freeze_d_layers"):
         study.run()
     assert study.is_done("base") and (study.base_run / "config.json").is_file()
+    assert not study.is_done("finetune")
 
 
 def test_report_shows_no_spread_for_a_single_repetition():

@@ -139,6 +139,15 @@ def test_unconditional_run_samples_without_classes(tmp_path):
     assert sampler.sample(3, seed=0).shape == (3, 28, 28, 3)
 
 
+
+def test_a_run_without_saved_models_samples_from_its_checkpoint(tmp_path):
+    run = tmp_path / "cvae"
+    assert _train(run, "--set", "sample_every=0", epochs=1) == 0
+    expected = load_sampler(run).sample(3, seed=4, class_name="basophil")
+    for path in (run / "models").iterdir():
+        path.unlink()
+    np.testing.assert_allclose(load_sampler(run).sample(3, seed=4, class_name="basophil"), expected, atol=1e-6)
+
 OLD_RUN = Path(__file__).resolve().parent / "fixtures" / "old_runs" / "cvae"
 
 

@@ -54,7 +54,7 @@ from cellgen.classify.prepare import (arm_slug, group_by_class, prepare_data, re
                                       write_training_sets)
 from cellgen.config import ConfigError
 from cellgen.data import Augment, DataReader
-from cellgen.runs import RunDir, RunError, TrainingState, read_json, write_json
+from cellgen.runs import RunDir, RunError, TrainingState, read_history, read_json, write_json
 from cellgen.training import Built, TrainingStage, open_run, prepare_runtime, run_training
 
 Printer = Callable[[str], None]
@@ -62,8 +62,9 @@ Printer = Callable[[str], None]
 
 # Keeping the best weights ------------------------------------------------------
 
-# Own callback rather than keras.callbacks.ModelCheckpoint(save_best_only) + EarlyStopping: those
-# reset their best value and patience counter in on_train_begin, so a resumed run would forget them.
+# Own callback rather than keras.callbacks.ModelCheckpoint(save_best_only) + EarlyStopping: EarlyStopping
+# resets its patience counter in on_train_begin (a resumed run would forget it), and ModelCheckpoint does
+# not record the best epoch (the report's best_epoch) and saves in place (no temporary file).
 class KeepBestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the lowest validation loss, with optional early stopping.
 
@@ -119,7 +120,7 @@ class KeepBestWeights(keras.callbacks.Callback):
             self.model.stop_training = True
             self.stopped_early_at = epoch + 1
 
-    def state(self, completed_epochs: int) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         """What a checkpoint stores to resume the patience counter."""
         return {"best_val_loss": self.best if math.isfinite(self.best) else None,
                 "best_epoch": self.best_epoch, "epochs_without_improvement": self.wait}
@@ -286,7 +287,6 @@ class ClassifierStage(TrainingStage):
     def after_fit(self, run: RunDir) -> None:
         """Restores the best weights, tests them and writes ``metrics/test.json`` and its figures."""
         from cellgen.plots import plot_confusion_matrix
-        from cellgen.runs import read_history
 
         config, keep_best = self.config, self.keep_best
         train_seconds = time.time() - self.started
@@ -412,11 +412,10 @@ def run_experiment(config: ClassifierConfig, resume: bool = False, strategy=None
         strategy, precision = prepare_runtime(config)
     else:
         precision = set_precision(config.precision)
-    # MultiWorkerMirroredStrategy: every worker trains, only the chief writes OUT (the others a scratch copy).
+    # MultiWorkerMirroredStrategy: every worker trains, only the chief writes OUT; the others write a
+    # scratch copy, but name the chief's run folders, whose checkpoints they resume from (open_run).
     experiment = open_run(config, None, resume, strategy)
     out = experiment.path
-    if out != Path(config.out):
-        config = config.replace(out=str(out))
     data = prepare_data(config, out, printer)
     experiment.save_classes(data.classes)
     seeds = [config.seed + repeat for repeat in range(config.seeds)]
@@ -441,7 +440,8 @@ def run_experiment(config: ClassifierConfig, resume: bool = False, strategy=None
                     f"{sum(sum(by_label.values()) for by_label in sets.counts[f'seed {seed}'][arm].values())} "
                     "training images")
             result = train_classifier_run(config.replace(seed=seed), arm, sets.csv[seed][arm], data.val_csv,
-                                          data.test_csv, data.classes, out / "runs" / arm_slug(arm) / f"seed-{seed}",
+                                          data.test_csv, data.classes,
+                                          Path(config.out) / "runs" / arm_slug(arm) / f"seed-{seed}",
                                           strategy=strategy, resume=resume, verbose=verbose, printer=printer)
             printer(f"    test weighted F1 {result['weighted_f1']:.4f}, macro F1 {result['macro_f1']:.4f}, "
                     f"accuracy {result['accuracy']:.4f} (best epoch {result['best_epoch']})")

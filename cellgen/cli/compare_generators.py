@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "'inception' (ImageNet weights), or a classifier (.keras file or run directory)")
     parser.add_argument("--extractor-preset", default="classifier_fast",
                         help="preset of the domain classifier (default classifier_fast)")
+    parser.add_argument("--extractor-val", default=None,
+                        help="images that pick the domain classifier's epoch (default: the real images)")
     parser.add_argument("--inception-weights", default="imagenet",
                         help="'imagenet' (Keras cache or a download), a local InceptionV3 no-top weights file, "
                              "or 'none' (tests only)")
@@ -165,6 +167,7 @@ def comparison_from_args(args: argparse.Namespace):
         sampling_images=args.sampling_images, sample_pool=args.sample_pool,
         sample_batch_size=args.sample_batch_size, limit_samples=limits, extractor=args.extractor,
         extractor_preset=args.extractor_preset, extractor_overrides=extractor_overrides,
+        extractor_val=args.extractor_val,
         inception_weights=args.inception_weights, extractor_size=args.extractor_size,
         eval_precision=args.eval_precision, kid_subset_size=args.kid_subset_size, cache_dir=args.cache_dir,
         grid_images=args.grid_images, resume=args.resume, quiet=args.quiet)

@@ -15,6 +15,7 @@ from cellgen.config import RunRequest, parse_set_options
 FLAG_TO_FIELD = {
     "data": "data", "size": "image_size", "epochs": "epochs",
     "batch_size": "batch_size", "seed": "seed", "precision": "precision", "strategy": "strategy",
+    "classes": "classes",
 }
 
 
@@ -29,6 +30,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_required: bool 
     parser.add_argument("--seed", type=int)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--strategy", help="auto, default, mirrored, multiworker or cpu:N")
+    parser.add_argument("--classes", help="comma-separated expected class names: a label outside them is an error")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field (repeatable)")
     parser.add_argument("--verbose", action="store_true",

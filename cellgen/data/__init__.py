@@ -63,12 +63,12 @@ from cellgen.data.classes import CLASSES_FILE_NAME, UNLABELLED_CLASS, load_class
 from cellgen.data.errors import BadFileError, DataError
 from cellgen.data.options import ON_ERROR_CHOICES, crop_option
 from cellgen.data.pool import PROGRESS_MIN_FILES
-from cellgen.data.reader import SKIP_REPORT_NAME, DataReader
+from cellgen.data.reader import SKIP_REPORT_NAME, DataReader, raising_data_errors
 from cellgen.data.scan import ScanReport, scan_images
 from cellgen.data.tfds_source import TFDS_PREFIX
 
 __all__ = [
     "Augment", "BadFileError", "CLASSES_FILE_NAME", "DataError", "DataReader", "ON_ERROR_CHOICES",
     "PROGRESS_MIN_FILES", "SKIP_REPORT_NAME", "ScanReport", "TFDS_PREFIX", "UNLABELLED_CLASS", "crop_option",
-    "load_classes", "save_classes", "scan_images",
+    "load_classes", "raising_data_errors", "save_classes", "scan_images",
 ]

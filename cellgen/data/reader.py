@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import statistics
+import sys
+import threading
 import zlib
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -19,11 +23,15 @@ from cellgen.data.options import (ON_ERROR_CHOICES, _check_choice, _check_class_
                                   _check_crop, _check_image_size, _check_int, _check_oversample)
 from cellgen.data.pixels import _center_crop, _decode_entry, _resize, _size_text
 from cellgen.data.pool import _inspect_all
-from cellgen.data.sources import _open_source, _resolve_classes
+from cellgen.data.sources import _CsvSource, _FolderSource, _open_source, _resolve_classes, close_matches
 from cellgen.data.tfds_source import _TfdsSource
 from cellgen.images import from_uint8
 
 SKIP_REPORT_NAME = "skipped_files.csv"
+# A class this rare next to the median class (count <= 2 and median >= 25 x count) is flagged as a
+# possible label typo when the class list comes from the data.
+RARE_CLASS_MAX_IMAGES = 2
+RARE_CLASS_MEDIAN_RATIO = 25
 
 
 class DataReader:
@@ -41,8 +49,11 @@ class DataReader:
         seed: non-negative int; fixes shuffles, caps, oversampling and augmentation.
         classes: fixed class list (or a path to classes.json) defining the ids,
             e.g. the real data's list for a synthetic folder. A source class not
-            in it is an error; a listed class absent from the source is an error
-            unless ``allow_missing_classes=True``.
+            in it is an error (the message names the label, the CSV line and the
+            classes); a listed class absent from the source is an error unless
+            ``allow_missing_classes=True``. Without it the classes are the source's
+            (sorted), and a class far rarer than the others (at most 2 images while
+            the median class has 25x more) gets a warning: a possible label typo.
         on_error: ``"raise"`` stops at the first bad file, ``"skip"`` leaves bad
             files out after a verify pass and lists them in ``skipped``.
         drop_remainder: drop the last incomplete batch (static batch size).
@@ -66,6 +77,19 @@ class DataReader:
             True for ``on_error="skip"`` (needed for exact counts), else False.
         progress: show a tqdm bar on stderr during verification; ``None``
             shows it from 1000 files on.
+        upscale_warning: warn when images smaller than ``image_size`` are
+            enlarged (off for readers that resize on purpose, e.g. feature extractors).
+
+    Warnings (questionable but usable input) are printed once per reader on stderr
+    as ``warning: ...`` and kept in :attr:`notes` for a run's log: a possible
+    label typo, images enlarged to ``image_size`` (see :attr:`upscaled`; known
+    after the verify pass, else after the first epoch read), and with
+    ``on_error="skip"`` the skipped files (announced by :meth:`write_skip_report`
+    with the report's path, else on the first read).
+
+    A bad file met while streaming inside ``tf.data`` (``model.fit``) surfaces as
+    TensorFlow's long ``InvalidArgumentError``; :meth:`raising_data_errors` turns
+    it back into the one-line :class:`DataError` naming the file.
 
     Raises:
         DataError: a bad option (the message names it) or bad data.
@@ -85,7 +109,7 @@ class DataReader:
                  class_filter=None, class_limits=None, oversample=None, augment: Augment | None = None,
                  workers: int = 2, prefetch: int = 2, cache: bool = False, *,
                  allow_missing_classes: bool = False, tfds_data_dir: str | os.PathLike | None = None,
-                 verify: bool | None = None, progress: bool | None = None):
+                 verify: bool | None = None, progress: bool | None = None, upscale_warning: bool = True):
         self.image_size = _check_image_size(image_size)
         self.crop = _check_crop(crop)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
@@ -99,6 +123,14 @@ class DataReader:
         self.shuffle = bool(shuffle)
         self.drop_remainder = bool(drop_remainder)
         self.verified = (self.on_error == "skip") if verify is None else bool(verify)
+        self.notes: list[str] = []  # warnings for a run's log (see the class docstring)
+        self.upscale_warning = bool(upscale_warning)
+        self._lock = threading.Lock()
+        self._printed: set[str] = set()
+        self._upscaled: dict[int, tuple[int, int]] = {}  # kept index -> size before the resize
+        self._upscale_reported = False
+        self._skip_note: str | None = None
+        self._stream_error: DataError | None = None
 
         self._source = _open_source(source, None if tfds_data_dir is None else os.fspath(tfds_data_dir))
         self.source = os.fspath(source)
@@ -107,6 +139,8 @@ class DataReader:
         self.ignored: list[tuple[str, str]] = list(self._source.ignored)
         self.skipped: list[tuple[str, str]] = []
         self.classes: list[str] = _resolve_classes(self._source, classes)
+        if classes is None:
+            self._warn_rare_classes()
         class_ids = {name: index for index, name in enumerate(self.classes)}
         included = _check_class_filter(class_filter, self.classes)
         limits = _check_class_limits(class_limits, self.classes)
@@ -140,11 +174,7 @@ class DataReader:
         for class_id in included:
             name = self.classes[class_id]
             if kept_counts[name] == 0 and not allow_missing_classes:
-                if raw_counts[name]:
-                    reason = f"class '{name}': all {raw_counts[name]} images were skipped as unreadable"
-                else:
-                    reason = self._source.missing_reason(name)
-                raise DataError(f"{reason} (pass allow_missing_classes=True to allow an empty class)")
+                raise DataError(self._missing_class_message(name, raw_counts[name], listed=classes is not None))
 
         self._kept: list[_Entry] = self._apply_limits(candidates, limits, class_ids)
         if not self._kept:
@@ -168,6 +198,17 @@ class DataReader:
             self._oversample[class_id] = target
 
         self.image_shape = self._resolve_image_shape(cropped_sizes)
+        if self.skipped:
+            first_path, first_reason = self.skipped[0]
+            self._skip_note = (f"{self.source}: skipped {_count(len(self.skipped), 'unreadable file')} "
+                               f"(first: {first_path}: {first_reason})")
+            self.notes.append(self._skip_note)
+        if self.verified and self.image_size is not None and self.upscale_warning:
+            kept_index = {entry.key: index for index, entry in enumerate(self._kept)}
+            for size, keys in cropped_sizes.items():
+                if _enlarges(size, self.image_size):
+                    self._upscaled.update((kept_index[key], size) for key in keys if key in kept_index)
+            self._report_upscaled()
         self.num_images = len(self._kept) + sum(
             target - len(self._class_members[class_id]) for class_id, target in self._oversample.items())
         if self.drop_remainder and self.num_images < self.batch_size:
@@ -175,6 +216,82 @@ class DataReader:
                             f"from {self.num_images} images")
 
     # -- construction helpers ------------------------------------------------
+
+    def _missing_class_message(self, name: str, raw_count: int, listed: bool) -> str:
+        """Why class ``name`` has no images, and what the user can do about it (no internal option names)."""
+        folder = self._source.root / name if isinstance(self._source, _FolderSource) else None
+        if raw_count:
+            reason = f"class '{name}': all {_count(raw_count, 'image')} were skipped as unreadable"
+            remedies = ["replace them"]
+        else:
+            reason = self._source.missing_reason(name)
+            if folder is not None:
+                remedies = ["add images to it" if folder.is_dir() else f"add the folder {folder} with images"]
+            elif isinstance(self._source, _CsvSource):
+                remedies = ["add rows for it"]
+            else:
+                remedies = ["read a split that has images of every class"]
+        if listed:
+            remedies.append("use a class list without it")
+        elif folder is not None and folder.is_dir():
+            remedies.append("remove the folder")
+        return f"{reason}: {' or '.join(remedies)}"
+
+    def _warn_rare_classes(self):
+        """Warns about classes far rarer than the median class of the source: possible label typos."""
+        if not isinstance(self._source, (_FolderSource, _CsvSource)) or len(self.classes) < 3:
+            return
+        counts = Counter(entry.class_name for entry in self._source.entries)
+        for name in self.classes:
+            others = [counts[other] for other in self.classes if other != name]
+            median = statistics.median(others)
+            count = counts[name]
+            if count > RARE_CLASS_MAX_IMAGES or median < RARE_CLASS_MEDIAN_RATIO * count:
+                continue
+            matches = close_matches(name, [other for other in self.classes if other != name])
+            hint = f" (did you mean '{matches[0]}'?)" if matches else ""
+            if isinstance(self._source, _CsvSource):
+                where = f"label '{name}' occurs on {_count(count, 'line')} of {self._source.csv_path} " \
+                        f"(first: line {self._source.first_line[name]})"
+            else:
+                where = f"class folder {self._source.root / name} has {_count(count, 'image')}"
+            self._warn(f"{where}, the median class has {round(median)} images: a typo?{hint}")
+
+    def _warn(self, message: str):
+        """Adds a warning to :attr:`notes` (if new) and prints it once on stderr."""
+        with self._lock:
+            if message in self._printed:
+                return
+            self._printed.add(message)
+            if message not in self.notes:
+                self.notes.append(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _announce_skips(self, report: Path | None = None):
+        if self._skip_note is None or self._skip_note in self._printed:
+            return
+        with self._lock:
+            self._printed.add(self._skip_note)
+        if report is None:
+            message = self._skip_note
+        else:
+            message = (f"{self.source}: skipped {_count(len(self.skipped), 'unreadable file')}; "
+                       f"list in {report}")
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _report_upscaled(self):
+        with self._lock:
+            if self._upscale_reported or not self._upscaled:
+                return
+            self._upscale_reported = True
+            upscaled = sorted(self._upscaled.items())
+        height, width = self.image_size
+        target = f"{height} px" if height == width else f"{_size_text(self.image_size)} px"
+        smallest = min((size for _, size in upscaled), key=lambda size: (size[0] * size[1], size))
+        cropped = " after cropping" if self.crop is not None else ""
+        were = "image smaller than {} was upscaled" if len(upscaled) == 1 else "images smaller than {} were upscaled"
+        self._warn(f"{len(upscaled)} {were.format(target)} (smallest {_size_text(smallest)}{cropped}): "
+                   f"first {self._kept[upscaled[0][0]].key}")
 
     def _cheap_checks(self, entries: list[_Entry]) -> list[_Entry]:
         good = []
@@ -254,6 +371,17 @@ class DataReader:
         """(path, class name) of every kept file, in the order of :attr:`files`."""
         return [(entry.key, entry.class_name) for entry in self._kept]
 
+    @property
+    def upscaled(self) -> list[tuple[str, str]]:
+        """(path, "WxH" before the resize) of the files enlarged to ``image_size``, in file order.
+
+        Complete after the verify pass (``on_error="skip"`` or ``verify=True``); otherwise it
+        fills while images are read (complete once every file was read once).
+        """
+        with self._lock:
+            upscaled = sorted(self._upscaled.items())
+        return [(self._kept[index].key, _size_text(size)) for index, size in upscaled]
+
     def class_counts(self) -> dict[str, int]:
         """Images per epoch for every class of ``classes`` (after filter, caps and oversampling)."""
         counts = {name: 0 for name in self.classes}
@@ -289,6 +417,7 @@ class DataReader:
                 or a file changed after the verify pass.
         """
         order = self.epoch_order(index)
+        self._announce_skips()
         return self._stream(order, index)
 
     def _stream(self, order: np.ndarray, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -322,6 +451,7 @@ class DataReader:
                     for future in futures:
                         future.result()
                 yield images, labels
+            self._report_upscaled()
         finally:
             for _, _, _, futures in pending:
                 for future in futures or ():
@@ -356,6 +486,9 @@ class DataReader:
             raise BadFileError(entry.key, f"is {_size_text(image.shape[:2])} after cropping but image_size=None "
                                           f"keeps the first image's {_size_text(self.image_shape[:2])}; "
                                           f"pass image_size", entry.origin)
+        if self.upscale_warning and self.image_size is not None and _enlarges(image.shape[:2], self.image_size):
+            with self._lock:
+                self._upscaled[kept_index] = image.shape[:2]
         image = _resize(image, self.image_size)
         if self._cache is not None:
             self._cache[entry.key] = image
@@ -384,10 +517,16 @@ class DataReader:
 
         def generate():
             epoch = start_epoch
-            while epochs is None or epoch < start_epoch + epochs:
-                for images, labels in self.epoch(epoch):
-                    yield (images, labels) if with_labels else images
-                epoch += 1
+            try:
+                while epochs is None or epoch < start_epoch + epochs:
+                    for images, labels in self.epoch(epoch):
+                        yield (images, labels) if with_labels else images
+                    epoch += 1
+            except DataError as error:  # tf.data wraps it; raising_data_errors() unwraps it
+                with self._lock:
+                    if self._stream_error is None:
+                        self._stream_error = error
+                raise
 
         batch_dim = self.batch_size if self.drop_remainder else None
         image_spec = tf.TensorSpec((batch_dim,) + self.image_shape, tf.float32)
@@ -397,11 +536,40 @@ class DataReader:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
         return dataset.prefetch(1)
 
+    def raising_data_errors(self):
+        """A context manager that turns a bad file met inside ``tf.data`` back into a :class:`DataError`.
+
+        A file that cannot be decoded while :meth:`as_tf_dataset` streams (``on_error="raise"``, or a
+        file changed after verification) stops ``model.fit`` with TensorFlow's
+        ``InvalidArgumentError`` (a long traceback ending in ``IteratorGetNext``, the file named
+        deep inside). The reader remembers that first failure; this context manager catches the
+        TensorFlow error (any ``tf.errors.OpError``) and raises the reader's one-line error instead
+        (a :class:`BadFileError`, e.g. ``".../b/x.jpg: not a readable image (corrupt, truncated or
+        unsupported format)"``), ``from None``. Other TensorFlow errors, and every error when this
+        reader met no bad file, pass through unchanged. Entering it forgets earlier failures.
+
+        A training loop wraps the calls that consume the reader's datasets, one context per
+        reader (or :func:`raising_data_errors` for several)::
+
+            with reader.raising_data_errors():
+                model.fit(reader.as_tf_dataset(start_epoch=initial_epoch), epochs=epochs,
+                          initial_epoch=initial_epoch, steps_per_epoch=len(reader))
+
+            with raising_data_errors(reader, val_reader):  # None entries are ignored
+                model.fit(reader.as_tf_dataset(), validation_data=val_reader.as_tf_dataset(epochs=1), ...)
+
+        Works the same around ``strategy.experimental_distribute_dataset`` datasets and plain
+        iteration (``for batch in dataset``). The script's ``guarded`` wrapper then prints
+        ``error: <file>: <reason>`` and exits with status 2.
+        """
+        return raising_data_errors(self)
+
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All kept images (no repeats, no augmentation) as float32 [N, H, W, 3] and int32 [N].
 
         Holds everything in memory: meant for small evaluation sets.
         """
+        self._announce_skips()
         images = np.empty((len(self._kept),) + self.image_shape, dtype=np.float32)
         order = np.arange(len(self._kept))
         if self.workers == 0:
@@ -411,6 +579,7 @@ class DataReader:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="cellgen-reader") as executor:
                 for future in [executor.submit(self._fill, images, part, order, order, 0, None) for part in parts]:
                     future.result()
+        self._report_upscaled()
         return images, self._labels.copy()
 
     def write_skip_report(self, directory: str | os.PathLike) -> Path:
@@ -422,6 +591,7 @@ class DataReader:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
             writer.writerows(self.skipped)
+        self._announce_skips(path)
         return path
 
     def write_file_list(self, csv_path: str | os.PathLike) -> Path:
@@ -444,3 +614,38 @@ class DataReader:
                     shown = str(Path(path).resolve())
                 writer.writerow([Path(shown).as_posix(), class_name])
         return csv_path
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _enlarges(height_width: Sequence[int], size_hw: tuple[int, int]) -> bool:
+    """Whether the resize to ``size_hw`` enlarges an image (cubic interpolation; see ``_resize``)."""
+    height, width = height_width[:2]
+    return (height, width) != tuple(size_hw) and not (size_hw[0] <= height and size_hw[1] <= width)
+
+
+@contextlib.contextmanager
+def raising_data_errors(*readers: DataReader | None):
+    """:meth:`DataReader.raising_data_errors` for several readers at once (None entries are ignored).
+
+    Example::
+
+        with raising_data_errors(train_reader, val_reader):
+            model.fit(train_reader.as_tf_dataset(), validation_data=..., ...)
+    """
+    import tensorflow as tf
+
+    readers = [reader for reader in readers if reader is not None]
+    for reader in readers:
+        with reader._lock:
+            reader._stream_error = None
+    try:
+        yield
+    except tf.errors.OpError:
+        for reader in readers:
+            error = reader._stream_error
+            if error is not None:
+                raise error.with_traceback(None) from None
+        raise

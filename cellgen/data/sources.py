@@ -6,6 +6,7 @@ TFDS datasets are listed by :mod:`cellgen.data.tfds_source`; :func:`_open_source
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from cellgen.data.entries import _Entry, _file_problem, _is_hidden, _read_file_b
 from cellgen.data.errors import DataError
 from cellgen.data.tfds_source import TFDS_PREFIX, _TfdsSource
 from cellgen.images import is_image_file
+
+
+def close_matches(name: str, names: list[str]) -> list[str]:
+    """Names that ``name`` may be a typo of (closest first; case-insensitive)."""
+    lowered = {candidate.lower(): candidate for candidate in names}
+    return [lowered[match] for match in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.8)]
 
 
 class _FolderSource:
@@ -122,8 +129,10 @@ class _CsvSource:
         self.class_names = sorted(self.first_line)
 
     def unknown_class_message(self, name: str, classes: list[str]) -> str:
-        return (f"{self.csv_path} line {self.first_line[name]}: unknown label '{name}' "
-                f"(classes: {', '.join(classes)})")
+        matches = close_matches(name, classes)
+        hint = f"; did you mean '{matches[0]}'?" if matches else ""
+        return (f"{self.csv_path} line {self.first_line[name]}: unknown label '{name}', not in the class list "
+                f"(classes: {', '.join(classes)}){hint}")
 
     def missing_reason(self, name: str) -> str:
         return f"class '{name}' has no rows in {self.csv_path}"
@@ -172,7 +181,9 @@ def _resolve_classes(source, classes) -> list[str]:
         if isinstance(source, _CsvSource):
             raise DataError(source.unknown_class_message(name, classes))
         if isinstance(source, _FolderSource):
-            raise DataError(f"class folder {source.root / name} is not in classes ({', '.join(classes)})")
+            matches = close_matches(name, classes)
+            hint = f"; did you mean '{matches[0]}'?" if matches else ""
+            raise DataError(f"class folder {source.root / name} is not in classes ({', '.join(classes)}){hint}")
         if any(entry.class_name == name for entry in source.entries):
             raise DataError(f"{source.spec}: label '{name}' is not in classes ({', '.join(classes)})")
     return classes

@@ -36,7 +36,8 @@ SAMPLERS = ("auto", "ddim", "dpmpp_2m", "heun", "ddpm")
 # keep them from its base run, or the base weights would not fit.
 ARCHITECTURE_FIELDS = (
     "image_size", "depth", "base_width", "widths", "block_kind", "block_depth", "recurrence",
-    "attention_gates", "pooling", "normalization", "group_norm_groups", "embedding_dims", "embedding_max_frequency", "normalize_images", "time_mode",
+    "attention_gates", "pooling", "normalization", "group_norm_groups", "embedding_dims", "embedding_max_frequency",
+    "normalize_images", "time_mode",
     "conditional", "class_names", "class_embedding_dims", "condition_dims", "prediction",
 )
 

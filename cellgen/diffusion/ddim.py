@@ -509,7 +509,8 @@ class DiffusionModel(keras.Model):
         return self._sample_functions[key]
 
     def default_method(self) -> str:
-        """The config's ``sampler``; ``auto``: ``ddpm`` for discrete-time runs (ancestral, all T steps), else ``ddim``."""
+        """The config's ``sampler``; ``auto``: ``ddpm`` for discrete-time runs (ancestral, all T steps),
+        else ``ddim``."""
         return self.resolve_sampler(None)
 
     def resolve_sampler(self, sampler: str | None) -> str:

@@ -168,7 +168,8 @@ class DiffusionStage(TrainingStage):
         config = self.config
         class_filter = [config.class_name] if config.class_name else None
         common = dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
-                      on_error=config.on_error, workers=config.workers, class_filter=class_filter)
+                      on_error=config.on_error, workers=config.workers, class_filter=class_filter,
+                      classes=config.classes or None)
         reader = training_reader(config.data, config.batch_size, **common)
         if is_conditional(config) and not config.class_names:
             # A new conditional run: its label vocabulary is the data's classes, fixed from now on.

@@ -41,14 +41,11 @@ class ACGANConfig(AdversarialConfig):
         generator_head_output: activation of the generator head's last layer, which produces
             the backbone's latent vector: ``relu`` (K&C's text: every head layer is ReLU)
             or ``linear`` (lets the head reach the negative half of the N(0, I) latent space).
-        g_learning_rate, d_learning_rate: Adam learning rates (K&C Table 3: 2e-4).
-        g_beta_1, d_beta_1: Adam first-moment decays (0.5, DCGAN; not in Table 3).
         samples_per_class: columns of the per-epoch class grid (one row per class).
-        sample_every, save_every, checkpoint_every, keep_checkpoints: periods in epochs and
-            how many resumable checkpoints to keep.
-        jit_compile: compile the train step with XLA.
-        augment, ada, ada_target, ada_kimg: DiffAugment and ADA on the discriminator's inputs
-            (see :class:`cellgen.gan.config.AdversarialConfig`).
+        g_learning_rate, d_learning_rate (K&C Table 3: 2e-4, the default), g_beta_1, d_beta_1
+            (0.5, DCGAN; not in Table 3), sample_every, save_every, checkpoint_every,
+            keep_checkpoints, jit_compile, and DiffAugment/ADA on the discriminator's inputs
+            (augment, ada, ada_target, ada_kimg): see :class:`cellgen.gan.config.AdversarialConfig`.
     """
 
     kind: ClassVar[str] = "acgan"
@@ -63,29 +60,13 @@ class ACGANConfig(AdversarialConfig):
     head_layers: int = 3
     head_units: int = 100
     generator_head_output: str = "relu"
-    g_learning_rate: float = 2e-4
-    d_learning_rate: float = 2e-4
-    g_beta_1: float = 0.5
-    d_beta_1: float = 0.5
     samples_per_class: int = 8
-    sample_every: int = 1
-    save_every: int = 1
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
-    jit_compile: bool = False
 
     def validate(self) -> None:
         super().validate()
-        if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if self.head_layers < 1:
-            raise ConfigError(f"head_layers must be >= 1, got {self.head_layers}")
-        if self.head_units < 1:
-            raise ConfigError(f"head_units must be >= 1, got {self.head_units}")
+        self.require_positive("latent_dim", "head_layers", "head_units", "samples_per_class")
         if self.generator_head_output not in HEAD_OUTPUT_ACTIVATIONS:
             raise ConfigError(f"generator_head_output must be one of {', '.join(HEAD_OUTPUT_ACTIVATIONS)}; "
                               f"got {self.generator_head_output!r}")
-        self.require_positive("samples_per_class", "sample_every", "save_every", "checkpoint_every",
-                              "keep_checkpoints")
         if self.backbone_epoch < 0:
             raise ConfigError(f"backbone_epoch must be >= 0 (0 = latest), got {self.backbone_epoch}")

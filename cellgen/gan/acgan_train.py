@@ -165,16 +165,7 @@ class ACGANStage(GANStage):
 
 
 def train(config: ACGANConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:
-    """Trains (or resumes) an AC-GAN on a Vanilla-GAN backbone and writes its run directory.
-
-    Args:
-        config: a resolved config (see :func:`resolve_config`).
-        resume: continue the run in ``config.out`` from its latest checkpoint.
-        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
-        strategy: an existing ``tf.distribute`` strategy (default: made from ``config.strategy``).
-
-    Raises:
-        NonFiniteLossError: a loss became NaN/inf (the last good checkpoint is kept).
-        ConfigError, RunError, DataError: bad input, one line naming the option or file.
-    """
+    """Trains (or resumes) an AC-GAN on its Vanilla-GAN backbone from a resolved config
+    (:func:`resolve_config`) and writes its run directory; arguments and errors as
+    :func:`cellgen.training.run_training`."""
     return run_training(ACGANStage(config), resume=resume, verbose=verbose, strategy=strategy)

@@ -48,10 +48,14 @@ ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "start_size", "depth_g", "dep
 class AdversarialConfig(CommonConfig):
     """What every cellgen GAN config has besides :class:`CommonConfig`: differentiable augmentation.
 
-    Subclasses (:class:`VanillaGANConfig`, :class:`cellgen.gan.acgan_config.ACGANConfig`) also
-    declare ``g_learning_rate``, ``d_learning_rate``, ``g_beta_1`` and ``d_beta_1``, checked here.
+    Subclasses: :class:`VanillaGANConfig`, :class:`cellgen.gan.acgan_config.ACGANConfig`.
 
     Attributes:
+        g_learning_rate, d_learning_rate: Adam learning rates of the generator and the discriminator.
+        g_beta_1, d_beta_1: Adam first-moment decays (0.5, DCGAN).
+        sample_every: write ``samples/epoch-NNNN.png`` (from fixed latents) every this many epochs.
+        save_every: keep the networks under ``models/`` every this many epochs (and the last).
+        jit_compile: compile the train step with XLA (off: on CPUs oneDNN's bf16 kernels are faster).
         augment: DiffAugment policies (Zhao et al. 2020) applied to every image the
             discriminator sees, real and generated, in its own update and in the generator's
             loss (never to saved or shown images): any of ``color`` (brightness, saturation,
@@ -67,6 +71,15 @@ class AdversarialConfig(CommonConfig):
             of rare classes here).
     """
 
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    g_beta_1: float = 0.5
+    d_beta_1: float = 0.5
+    sample_every: int = 1
+    save_every: int = 1
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    jit_compile: bool = False
     augment: list[str] = dataclasses.field(default_factory=list)
     ada: bool = False
     ada_target: float = 0.6
@@ -91,6 +104,7 @@ class AdversarialConfig(CommonConfig):
         for name in ("g_beta_1", "d_beta_1"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        self.require_positive("sample_every", "save_every", "checkpoint_every", "keep_checkpoints")
 
     def require_positive(self, *names: str) -> None:
         """Raises ConfigError naming the first of ``names`` that is below 1."""
@@ -126,8 +140,7 @@ class VanillaGANConfig(AdversarialConfig):
         bn_momentum: momentum of the moving batch statistics that sampling uses.
         init_std: standard deviation of the normal weight initializer (DCGAN:
             0.02); 0 keeps Keras' Glorot-uniform default.
-        g_learning_rate, d_learning_rate: Adam learning rates.
-        g_beta_1, d_beta_1: Adam first-moment decays.
+        g_learning_rate, d_learning_rate: Adam learning rates (K&C Table 1: 1e-5).
         real_label, fake_label: discriminator targets (label smoothing, Matos: 0.9 / 0.1).
         d_steps: discriminator updates per generator update (N&Z "discriminator update ratio");
             each sees the step's real batch with a fresh fake batch, so an epoch is still one
@@ -135,10 +148,7 @@ class VanillaGANConfig(AdversarialConfig):
         g_steps: generator updates per discriminator update (Matos 3:1).
         save_every: keep ``models/{generator,discriminator}-epoch-NNNN.keras`` every
             this many epochs (the last epoch is always kept).
-        sample_every: write ``samples/epoch-NNNN.png`` from a fixed latent batch every this many epochs.
         sample_count: images in a sample grid.
-        checkpoint_every: resumable checkpoint every this many epochs (and after the last).
-        keep_checkpoints: resumable checkpoints kept (older ones are deleted; ``models/`` keeps its files).
         class_name: train on this class only (fine-tuning on a rare class).
         finetune_from: base run directory whose generator and discriminator start the training.
         finetune_epoch: saved epoch of the base run (0: its latest saved epoch).
@@ -147,8 +157,8 @@ class VanillaGANConfig(AdversarialConfig):
             ``output`` the last ones (what N&Z section 5.1 writes they did).
         freeze_g_batchnorm: freeze every generator batch norm (gamma, beta and moving statistics;
             inference mode), as N&Z did when fine-tuning.
-        jit_compile: compile the train step with XLA (off: on CPUs oneDNN's bf16 kernels are faster).
-        augment, ada, ada_target, ada_kimg: DiffAugment and ADA (see :class:`AdversarialConfig`).
+        g_beta_1, d_beta_1, sample_every, checkpoint_every, keep_checkpoints, jit_compile, augment, ada,
+            ada_target, ada_kimg: see :class:`AdversarialConfig`.
 
     Example:
         >>> config = load_config(VanillaGANConfig, "nz2023_gan_base", ["image_size=128"])
@@ -174,26 +184,20 @@ class VanillaGANConfig(AdversarialConfig):
     d_batch_norm: bool = False
     bn_momentum: float = 0.9
     init_std: float = 0.02
-    g_learning_rate: float = 1e-5
+    g_learning_rate: float = 1e-5  # K&C Table 1 (AdversarialConfig's 2e-4 is DCGAN's)
     d_learning_rate: float = 1e-5
-    g_beta_1: float = 0.5
-    d_beta_1: float = 0.5
     real_label: float = 1.0
     fake_label: float = 0.0
     d_steps: int = 1
     g_steps: int = 1
     save_every: int = 5
-    sample_every: int = 1
     sample_count: int = 16
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
     class_name: str = ""
     finetune_from: str = ""
     finetune_epoch: int = 0
     freeze_d_layers: int = 0
     freeze_d_side: str = "input"
     freeze_g_batchnorm: bool = False
-    jit_compile: bool = False
 
     @property
     def upsampling_layers(self) -> int:
@@ -210,10 +214,8 @@ class VanillaGANConfig(AdversarialConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if self.start_size < 1:
-            raise ConfigError(f"start_size must be >= 1, got {self.start_size}")
+        self.require_positive("latent_dim", "start_size", "d_layers", "kernel_size", "d_steps", "g_steps",
+                              "sample_count")
         ratio = self.image_size / self.start_size
         if ratio < 2 or not float(ratio).is_integer() or int(ratio) & (int(ratio) - 1):
             raise ConfigError(f"image_size {self.image_size} must be start_size {self.start_size} times a power "
@@ -224,13 +226,9 @@ class VanillaGANConfig(AdversarialConfig):
         if smallest < 1:
             raise ConfigError(f"depth_g {self.depth_g} is too small for {self.upsampling_layers} up-sampling "
                               f"layers that halve it (needs at least {2 ** (self.upsampling_layers - 1)})")
-        if self.d_layers < 1:
-            raise ConfigError(f"d_layers must be >= 1, got {self.d_layers}")
         if self.image_size < 2 ** self.d_layers:
             raise ConfigError(f"image_size {self.image_size} is too small for d_layers={self.d_layers} "
                               f"stride-2 convolutions")
-        if self.kernel_size < 1:
-            raise ConfigError(f"kernel_size must be >= 1, got {self.kernel_size}")
         if self.upsampling not in UPSAMPLING_KINDS:
             raise ConfigError(f"upsampling must be one of {', '.join(UPSAMPLING_KINDS)}; got {self.upsampling!r}")
         if self.g_activation not in ACTIVATIONS:
@@ -246,9 +244,6 @@ class VanillaGANConfig(AdversarialConfig):
         for name in ("real_label", "fake_label"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.d_steps < 1 or self.g_steps < 1:
-            raise ConfigError(f"d_steps and g_steps must be >= 1, got {self.d_steps} and {self.g_steps}")
-        self.require_positive("save_every", "sample_every", "checkpoint_every", "keep_checkpoints", "sample_count")
         if self.finetune_epoch < 0:
             raise ConfigError(f"finetune_epoch must be >= 0 (0 = latest), got {self.finetune_epoch}")
         if not 0 <= self.freeze_d_layers <= self.d_layers:

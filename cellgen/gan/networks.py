@@ -65,6 +65,20 @@ def _default_filter_grad_pixels(dtype: str, sixteen_bit: int, full: int) -> int:
     return sixteen_bit if dtype in ("bfloat16", "float16") else full
 
 
+def _patch_product(patch_source, other, kernel, strides: int):
+    """``patches(patch_source)^T @ other`` reshaped to ``kernel``'s shape: the kernel gradient of a
+    "SAME" convolution (``patch_source`` = inputs, ``other`` = output gradient) or of its transpose
+    (the other way round); ``patch_source`` has ``kernel.shape[2]`` channels, ``other`` ``kernel.shape[3]``."""
+    import tensorflow as tf
+
+    kernel_h, kernel_w, channels, other_channels = kernel.shape
+    patches = tf.image.extract_patches(patch_source, [1, kernel_h, kernel_w, 1], [1, strides, strides, 1],
+                                       [1, 1, 1, 1], "SAME")
+    product = tf.matmul(tf.reshape(patches, [-1, kernel_h * kernel_w * channels]),
+                        tf.reshape(other, [-1, other_channels]), transpose_a=True)
+    return tf.reshape(product, tf.shape(kernel))
+
+
 def conv2d_matmul_filter_grad(inputs, kernel, strides: int):
     """``tf.nn.conv2d(inputs, kernel, strides, "SAME")`` whose kernel gradient is one matrix product.
 
@@ -75,19 +89,13 @@ def conv2d_matmul_filter_grad(inputs, kernel, strides: int):
     """
     import tensorflow as tf
 
-    kernel_h, kernel_w, channels_in, channels_out = kernel.shape
-
     @tf.custom_gradient
     def convolve(x, w):
         outputs = tf.nn.conv2d(x, w, strides, "SAME")
 
         def gradient(d_outputs):
             d_inputs = tf.nn.conv2d_transpose(d_outputs, w, tf.shape(x), strides, "SAME")
-            patches = tf.image.extract_patches(x, [1, kernel_h, kernel_w, 1], [1, strides, strides, 1],
-                                               [1, 1, 1, 1], "SAME")
-            d_kernel = tf.matmul(tf.reshape(patches, [-1, kernel_h * kernel_w * channels_in]),
-                                 tf.reshape(d_outputs, [-1, channels_out]), transpose_a=True)
-            return d_inputs, tf.reshape(d_kernel, tf.shape(w))
+            return d_inputs, _patch_product(x, d_outputs, w, strides)
 
         return outputs, gradient
 
@@ -103,7 +111,7 @@ def conv2d_transpose_matmul_filter_grad(inputs, kernel, strides: int):
     """
     import tensorflow as tf
 
-    kernel_h, kernel_w, channels_out, channels_in = kernel.shape
+    channels_out = kernel.shape[2]
     height, width = inputs.shape[1], inputs.shape[2]
 
     @tf.custom_gradient
@@ -113,11 +121,7 @@ def conv2d_transpose_matmul_filter_grad(inputs, kernel, strides: int):
 
         def gradient(d_outputs):
             d_inputs = tf.nn.conv2d(d_outputs, w, strides, "SAME")
-            patches = tf.image.extract_patches(d_outputs, [1, kernel_h, kernel_w, 1], [1, strides, strides, 1],
-                                               [1, 1, 1, 1], "SAME")
-            d_kernel = tf.matmul(tf.reshape(patches, [-1, kernel_h * kernel_w * channels_out]),
-                                 tf.reshape(x, [-1, channels_in]), transpose_a=True)
-            return d_inputs, tf.reshape(d_kernel, tf.shape(w))
+            return d_inputs, _patch_product(d_outputs, x, w, strides)
 
         return outputs, gradient
 

@@ -202,15 +202,7 @@ class VanillaGANStage(GANStage):
 
 
 def train(config: VanillaGANConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:
-    """Trains (or resumes, or fine-tunes) a Vanilla-GAN and writes its run directory.
-
-    Args:
-        config: a resolved config (see :func:`resolve_config`).
-        resume: continue the run in ``config.out`` from its latest checkpoint.
-        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
-
-    Raises:
-        NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
-        DataError, ConfigError, RunError: bad input, with a one-line message.
-    """
+    """Trains (or resumes, or fine-tunes with FreezeD) a Vanilla-GAN from a resolved config
+    (:func:`resolve_config`) and writes its run directory; arguments and errors as
+    :func:`cellgen.training.run_training`."""
     return run_training(VanillaGANStage(config), resume=resume, verbose=verbose, strategy=strategy)

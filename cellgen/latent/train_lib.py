@@ -145,16 +145,7 @@ class EncoderStage(TrainingStage):
 
 
 def train(config: LatentEncoderConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:
-    """Trains (or resumes) the encoder and writes its run directory (see the module docstring).
-
-    Args:
-        config: a resolved config (see :func:`resolve_config`).
-        resume: continue the run in ``config.out`` from its latest checkpoint.
-        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
-        strategy: an existing ``tf.distribute`` strategy (default: made from ``config.strategy``).
-
-    Raises:
-        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
-        ConfigError, RunError, DataError: bad input, one line naming the option or file.
-    """
+    """Trains (or resumes) the encoder of a resolved config (:func:`resolve_config`) and writes its run
+    directory (see the module docstring); the arguments and errors are those of
+    :func:`cellgen.training.run_training`."""
     return run_training(EncoderStage(config), resume=resume, verbose=verbose, strategy=strategy)

@@ -120,6 +120,7 @@ class Comparison:
         extractor: ``domain`` (a classifier trained on the real training images, no download),
             ``inception``, or a classifier ``.keras`` file / run directory.
         extractor_preset, extractor_overrides: the domain classifier's preset and overrides.
+        extractor_val: images that pick the domain classifier's epoch (default: the real images).
         inception_weights, extractor_size, eval_precision: InceptionV3 options.
         kid_subset_size, cache_dir, grid_images: evaluation and grid settings.
         resume: reuse finished models and continue unfinished runs.
@@ -147,6 +148,7 @@ class Comparison:
     extractor: str = "domain"
     extractor_preset: str = EXTRACTOR_PRESET
     extractor_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extractor_val: str | None = None
     inception_weights: str = "imagenet"
     extractor_size: int | None = None
     eval_precision: str = "fp32"
@@ -191,6 +193,8 @@ class Comparison:
             raise ConfigError(f"--data: {self.data} is not a folder")
         if self.real is not None and not Path(self.real).exists():
             raise ConfigError(f"--real: {self.real} not found")
+        if self.extractor_val is not None and not Path(self.extractor_val).exists():
+            raise ConfigError(f"--extractor-val: {self.extractor_val} not found")
         check_stages_available(specs)
         check_extractor(self)
 
@@ -643,7 +647,8 @@ def feature_extractor(comparison: Comparison, data: Path, real: str, commands: s
     if stages.trained_extractor(out) is None:
         printer(f"== feature extractor: {comparison.extractor_preset} on {data} ({comparison.size} px) ==")
     request = stages.domain_extractor_request(comparison.extractor_preset, comparison.extractor_overrides,
-                                              str(data), real, out, comparison.size, comparison.seed)
+                                              str(data), comparison.extractor_val or real, out, comparison.size,
+                                              comparison.seed)
     path = str(stages.train_domain_extractor(request, log=commands, printer=printer))
     stages.fresh_session()
     return path

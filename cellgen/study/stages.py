@@ -31,11 +31,12 @@ from cellgen.config import RunRequest
 
 Printer = Callable[[str], None]
 
-# Generator run kind -> (training script, trainer module with resolve_config(request) and train(config, ...)).
-GENERATOR_TRAINERS: dict[str, tuple[str, str]] = {
-    "ddim": ("train_ddim", "cellgen.diffusion.train_lib"),
-    "vanilla_gan": ("train_vanilla_gan", "cellgen.gan.train_lib"),
-    "cvae": ("train_cvae", "cellgen.vae.train_lib"),
+# Generator run kind -> (training script, trainer module with resolve_config(request) and train(config, ...),
+# the config class that module trains).
+GENERATOR_TRAINERS: dict[str, tuple[str, str, str]] = {
+    "ddim": ("train_ddim", "cellgen.diffusion.train_lib", "DiffusionConfig"),
+    "vanilla_gan": ("train_vanilla_gan", "cellgen.gan.train_lib", "VanillaGANConfig"),
+    "cvae": ("train_cvae", "cellgen.vae.train_lib", "CVAEConfig"),
 }
 CLASSIFIER_SCRIPT = "evaluate_classifier"
 # generate.py's default batch: the study writes the same images as its command line.
@@ -100,17 +101,7 @@ def trainer_module(kind: str):
 
 def generator_config_class(kind: str):
     """The config dataclass of a generator kind (for checks before anything trains)."""
-    if kind == "ddim":
-        from cellgen.diffusion.config import DiffusionConfig as config_class
-    elif kind == "vanilla_gan":
-        from cellgen.gan.config import VanillaGANConfig as config_class
-    elif kind == "cvae":
-        from cellgen.vae.config import CVAEConfig as config_class
-    else:
-        from cellgen.config import ConfigError
-
-        raise ConfigError(f"no trainer for generator kind {kind!r} (kinds: {', '.join(GENERATOR_TRAINERS)})")
-    return config_class
+    return getattr(trainer_module(kind), GENERATOR_TRAINERS[kind][2])
 
 
 def train_generator(kind: str, request: RunRequest, verbose: int = 1, log: CommandLog | None = None,
@@ -167,11 +158,12 @@ def generate_images(request: GenerationRequest, log: CommandLog | None = None) -
 
 
 def classifier_config(request: RunRequest):
-    """The classifier experiment's config of a request (new, or the saved one on resume)."""
+    """The classifier experiment's config of a request, as ``evaluate_classifier.py`` resolves it
+    (on resume, :func:`~cellgen.classify.train_lib.run_experiment` keeps the saved run's)."""
     from cellgen.classify.config import ClassifierConfig
-    from cellgen.finetune import resolve_run_config
+    from cellgen.config import config_from_request
 
-    return resolve_run_config(ClassifierConfig, request)
+    return config_from_request(ClassifierConfig, request)
 
 
 def run_classifier_experiment(request: RunRequest, verbose: int | str = 0, log: CommandLog | None = None,

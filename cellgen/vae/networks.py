@@ -40,6 +40,16 @@ def decoder_start_size(image_size: int, depth: int) -> int:
     return start
 
 
+def _conditioned(features, num_classes: int):
+    """``(features joined with a one-hot class label, the labels input)``; ``(features, None)``
+    when ``num_classes`` is 0 (an unconditional network)."""
+    if not num_classes:
+        return features, None
+    labels = keras.Input((), dtype="int32", name="labels")
+    one_hot = layers.CategoryEncoding(num_classes, output_mode="one_hot", name="label_one_hot")(labels)
+    return layers.Concatenate(name="condition")([features, one_hot]), labels
+
+
 def build_encoder(image_size: int, latent_dim: int = 64, filters: Sequence[int] = (32, 64, 128),
                   num_classes: int = 0, kernel_size: int = 4, name: str = "cvae_encoder") -> keras.Model:
     """The encoder q(z | x[, y]) as a functional model.
@@ -61,17 +71,11 @@ def build_encoder(image_size: int, latent_dim: int = 64, filters: Sequence[int] 
     for index, count in enumerate(filters):
         features = layers.Conv2D(count, kernel_size, strides=2, padding="same", activation="relu",
                                  name=f"conv{index + 1}")(features)
-    features = layers.Flatten(name="flatten")(features)
-    inputs = [images]
-    if num_classes:
-        labels = keras.Input((), dtype="int32", name="labels")
-        inputs.append(labels)
-        one_hot = layers.CategoryEncoding(num_classes, output_mode="one_hot", name="label_one_hot")(labels)
-        features = layers.Concatenate(name="condition")([features, one_hot])
+    features, labels = _conditioned(layers.Flatten(name="flatten")(features), num_classes)
     # The Gaussian's parameters enter the KL loss: keep them in float32 under mixed precision.
     mean = layers.Dense(latent_dim, dtype="float32", name="mean")(features)
     log_variance = layers.Dense(latent_dim, dtype="float32", name="log_variance")(features)
-    return keras.Model(inputs if num_classes else images, [mean, log_variance], name=name)
+    return keras.Model([images, labels] if num_classes else images, [mean, log_variance], name=name)
 
 
 def build_decoder(image_size: int, latent_dim: int = 64, filters: Sequence[int] = (32, 64, 128),
@@ -94,13 +98,7 @@ def build_decoder(image_size: int, latent_dim: int = 64, filters: Sequence[int] 
     depth = len(filters)
     start = decoder_start_size(image_size, depth)
     z = keras.Input((latent_dim,), name="z")
-    features = z
-    inputs = [z]
-    if num_classes:
-        labels = keras.Input((), dtype="int32", name="labels")
-        inputs.append(labels)
-        one_hot = layers.CategoryEncoding(num_classes, output_mode="one_hot", name="label_one_hot")(labels)
-        features = layers.Concatenate(name="condition")([z, one_hot])
+    features, labels = _conditioned(z, num_classes)
     # Linear projection, as in Matos' decoder (the first transposed convolution adds the ReLU).
     features = layers.Dense(start * start * filters[-1], name="project")(features)
     features = layers.Reshape((start, start, filters[-1]), name="reshape")(features)
@@ -115,7 +113,7 @@ def build_decoder(image_size: int, latent_dim: int = 64, filters: Sequence[int] 
                                         name="logits")(features)
     else:
         logits = layers.Conv2DTranspose(3, 3, padding="same", dtype="float32", name="logits")(features)
-    return keras.Model(inputs if num_classes else z, logits, name=name)
+    return keras.Model([z, labels] if num_classes else z, logits, name=name)
 
 
 def logits_to_images(logits):

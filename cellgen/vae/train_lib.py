@@ -172,16 +172,7 @@ class CVAEStage(TrainingStage):
 
 
 def train(config: CVAEConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:
-    """Trains (or resumes) a CVAE and writes its run directory (see the module docstring).
-
-    Args:
-        config: a resolved config (see :func:`resolve_config`).
-        resume: continue the run in ``config.out`` from its latest checkpoint.
-        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
-        strategy: an existing ``tf.distribute`` strategy (default: made from ``config.strategy``).
-
-    Raises:
-        NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
-        DataError, ConfigError, RunError: bad input, with a one-line message.
-    """
+    """Trains (or resumes) a CVAE of a resolved config (:func:`resolve_config`) and writes its run
+    directory (see the module docstring); the arguments and errors are those of
+    :func:`cellgen.training.run_training` (``resume`` also fixes the class ids to the run's)."""
     return run_training(CVAEStage(config, resume=resume), resume=resume, verbose=verbose, strategy=strategy)

@@ -81,7 +81,7 @@ def parse_args(argv=None):
                         help="fine-tune override (default: learning rates 1e-4, half the gan_fast base's; "
                              "N&Z's 3e-6 is for their 1024-wide network)")
     parser.add_argument("--dcgan-preset", default="matos2025_dcgan28")
-    parser.add_argument("--dcgan-minutes", type=float, default=10.0, help="training budget of each DCGAN arm")
+    parser.add_argument("--dcgan-minutes", type=float, help="training budget of each DCGAN arm (default 10)")
     parser.add_argument("--dcgan-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--extractor", help="domain classifier (.keras or run) for the features "
                                             "(default: train classifier_fast on the kept images)")
@@ -99,7 +99,10 @@ def parse_args(argv=None):
         args.base_set = ["depth_g=32", "depth_d=8", "batch_size=16"] + args.base_set
         args.finetune_set = ["batch_size=8"] + args.finetune_set
         args.dcgan_set = ["depth_g=32", "depth_d=8", "batch_size=32"] + args.dcgan_set
-        args.dcgan_minutes, args.n, args.seeds = min(args.dcgan_minutes, 0.3), 12, 1
+        args.dcgan_minutes = 0.3 if args.dcgan_minutes is None else args.dcgan_minutes
+        args.n, args.seeds = 12, 1
+    if args.dcgan_minutes is None:
+        args.dcgan_minutes = 10.0
     if not args.finetune_set or all(not item.startswith(("g_learning_rate", "d_learning_rate"))
                                     for item in args.finetune_set):
         args.finetune_set = ["g_learning_rate=1e-4", "d_learning_rate=1e-4"] + args.finetune_set

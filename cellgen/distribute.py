@@ -81,14 +81,30 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy(cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
-        check_tf_config()
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout())
-        try:
-            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-        except (ValueError, RuntimeError, tf.errors.OpError) as error:
-            raise StrategyError(f"strategy 'multiworker': cannot join the cluster of TF_CONFIG "
-                                f"({_first_line(error)})") from None
+        return _multi_worker_strategy()
     raise StrategyError(f"unknown strategy {name!r}; choose auto, default, mirrored, multiworker or cpu:N")
+
+
+_MULTI_WORKER: dict[str, tf.distribute.Strategy] = {}
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    """The process's MultiWorkerMirroredStrategy: made once (TensorFlow configures the collectives
+    and starts the worker's server at the first one; a second would fail), then reused by every
+    later stage of the process (a study runs several), as long as ``TF_CONFIG`` is the same."""
+    tf_config = json.dumps(check_tf_config(), sort_keys=True)
+    if tf_config in _MULTI_WORKER:
+        return _MULTI_WORKER[tf_config]
+    if _MULTI_WORKER:
+        raise StrategyError("TF_CONFIG changed after this process joined a cluster; start a new process")
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout())
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise StrategyError(f"strategy 'multiworker': cannot join the cluster of TF_CONFIG "
+                            f"({_first_line(error)}); choose the strategy before building any model") from None
+    _MULTI_WORKER[tf_config] = strategy
+    return strategy
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

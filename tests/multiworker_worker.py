@@ -182,6 +182,8 @@ def _probe(data: str) -> int:
     @guarded
     def main(_argv=None) -> int:
         strategy = make_strategy("multiworker")
+        if make_strategy("multiworker") is strategy:  # a process joins its cluster once
+            print("strategy reused", flush=True)
         index = strategy.cluster_resolver.task_id
         from cellgen.data import DataReader
 

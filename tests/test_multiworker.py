@@ -180,7 +180,7 @@ def test_workers_agree_on_kept_files_and_a_stalled_collective_times_out(launched
     chief.wait(timeout=WAIT)
     outputs = [probe.output(0), probe.output(1)]
     for output in outputs:
-        assert "reader agreed" in output, output[-3000:]
+        assert "strategy reused" in output and "reader agreed" in output, output[-3000:]
         assert "disagreement: multi-worker: the workers disagree on resumed epoch (worker 0: 1, worker 1: 2)" \
             in output, output[-3000:]
     digests = {line for output in outputs for line in output.splitlines() if line.startswith("kept ")}

@@ -7,7 +7,8 @@ library a ``RunRequest`` (or a resolved config).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import importlib
+from typing import Any, Callable
 
 from cellgen.config import RunRequest, parse_set_options
 
@@ -67,3 +68,25 @@ def request_from_args(args: argparse.Namespace, **fields: Any) -> RunRequest:
 def verbosity(args: argparse.Namespace) -> int:
     """Keras ``fit`` verbosity: 2 (one line per epoch) with ``--quiet``, else 1 (progress bars)."""
     return 2 if getattr(args, "quiet", False) else 1
+
+
+def training_parser(prog: str, doc: str, finetune_help: str | None = None,
+                    stage_options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    """The parser of a training script: its docstring as help, the common and run options, and
+    the stage's own options (``stage_options(parser)``, placed before ``--resume``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    add_common_arguments(parser)
+    if stage_options is not None:
+        stage_options(parser)
+    add_run_arguments(parser, finetune_help=finetune_help)
+    return parser
+
+
+def run_trainer(args: argparse.Namespace, library: str, **stage_fields: Any) -> int:
+    """Resolves the request of parsed ``args`` with ``LIBRARY.resolve_config`` and trains it with
+    ``LIBRARY.train`` (the library module is imported only now: ``--help`` stays fast)."""
+    module = importlib.import_module(library)
+    request = request_from_args(args, **stage_fields)
+    module.train(module.resolve_config(request), resume=request.resume, verbose=verbosity(args))
+    return 0

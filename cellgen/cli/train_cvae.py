@@ -17,22 +17,14 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
+from cellgen.cli.options import run_trainer, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_cvae.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    add_common_arguments(parser)
-    add_run_arguments(parser)
-    return parser
+    return training_parser("train_cvae.py", __doc__)
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.vae.train_lib import resolve_config, train
-
-    request = request_from_args(args)
-    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
-    return 0
+    return run_trainer(args, "cellgen.vae.train_lib")

@@ -19,24 +19,17 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
+from cellgen.cli.options import run_trainer, training_parser
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_latent_encoder.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    add_common_arguments(parser)
+def _stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", metavar="RUN", help="trained vanilla_gan run whose generator stays frozen")
     parser.add_argument("--generator-epoch", type=int, help="saved epoch of the generator run (default: latest)")
-    add_run_arguments(parser)
-    return parser
+
+def build_parser() -> argparse.ArgumentParser:
+    return training_parser("train_latent_encoder.py", __doc__, stage_options=_stage_options)
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.latent.train_lib import resolve_config, train
-
-    request = request_from_args(args, generator=args.generator, generator_epoch=args.generator_epoch)
-    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
-    return 0
+    return run_trainer(args, "cellgen.latent.train_lib", generator=args.generator, generator_epoch=args.generator_epoch)

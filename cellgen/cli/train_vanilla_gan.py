@@ -24,24 +24,16 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
+from cellgen.cli.options import run_trainer, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_vanilla_gan.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    add_common_arguments(parser)
-    add_run_arguments(parser, finetune_help=(
+    return training_parser("train_vanilla_gan.py", __doc__, finetune_help=(
         "start from a vanilla_gan run's saved networks (default: its latest saved epoch) "
         "and apply the freeze_* settings (FreezeD)"))
-    return parser
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.gan.train_lib import resolve_config, train
-
-    request = request_from_args(args)
-    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
-    return 0
+    return run_trainer(args, "cellgen.gan.train_lib")

@@ -37,8 +37,9 @@ class CVAEConfig(CommonConfig):
             images of a chosen class can be sampled. Matos' model is unconditional;
             set ``false`` to reproduce it exactly.
         val_data: optional validation folder; its reconstruction and KL losses are logged.
-        sample_every: write a sample grid every this many epochs (0: only at the end).
-        save_every: keep ``models/decoder-epoch-NNNN.keras`` every this many epochs (0: only the final one).
+        sample_every: write a sample grid every this many epochs (0: only after the last epoch).
+        save_every: keep ``models/decoder-epoch-NNNN.keras`` every this many epochs (0: only the last epoch's;
+            ``models/decoder.keras`` is always the final decoder).
         checkpoint_every: resumable checkpoint every this many epochs (and after the last).
         samples_per_class: columns of the per-class sample grid.
 

@@ -283,7 +283,7 @@ def table(report: dict) -> str:
         if part not in report:
             continue
         lines.append(f"\n{part}: {'FreezeD fine-tune, equal steps' if part == 'freezed' else 'DCGAN 28 px, equal minutes'}")
-        lines.append(f"{'arm':>12} {'steps (G/D)':>12} {'minutes':>8} {'FID':>9} {'KID':>8} {'precision':>9} "
+        lines.append(f"{'arm':>12} {'steps (G/D)':>12} {'fit min':>8} {'FID':>9} {'KID':>8} {'precision':>9} "
                      f"{'recall':>7} {'D(real)':>8} {'D(fake)':>8}")
         for arm, row in report[part]["arms"].items():
             steps = row["steps"]

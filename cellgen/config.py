@@ -338,6 +338,8 @@ def _argv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps(value)  # read back by _parse_mapping
     return str(value)
 
 

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -281,6 +280,7 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
                                     is_multi_worker)
 
     config, reader = stage.config, stage.reader
+    logged_notes = list(getattr(reader, "notes", ()) or ())
     restore_from = getattr(run, "restore_checkpoints", run.checkpoints)  # the chief's, on another worker
     has_checkpoint = resume and TrainingState(restore_from).latest() is not None
     with strategy.scope():
@@ -312,7 +312,6 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
         callbacks.insert(1 + offset, callback)  # after the NaN guard, before the logs and checkpoints
     callbacks.append(Snapshots(stage, run, config.epochs))
     if initial_epoch < config.epochs:
-        errors = getattr(reader, "errors_as_data_error", None)
         dataset, options = stage.train_dataset(reader, initial_epoch), stage.fit_options(stage.val_reader)
         if multi_worker:  # every worker reads everything and keeps its part of each global batch
             from cellgen.distribute import shard_by_data
@@ -320,12 +319,18 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
             dataset = shard_by_data(dataset)
             options = {**options, **({"validation_data": shard_by_data(options["validation_data"])}
                                      if "validation_data" in options else {})}
-        with collective_errors(strategy), (errors() if errors else contextlib.nullcontext()):
+        from cellgen.data import raising_data_errors
+
+        # A file that fails to decode inside fit is a one-line DataError naming it, not a traceback.
+        with collective_errors(strategy), raising_data_errors(reader, stage.val_reader):
             built.model.fit(dataset, steps_per_epoch=steps,
                             epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                             verbose=verbose, shuffle=False,  # the reader shuffles (per epoch, seed-deterministic)
                             **options)
     raise_if_stopped_on_nan(callbacks, state)
+    for note in getattr(reader, "notes", ()) or ():
+        if note not in logged_notes:  # e.g. upscaled images, known once an epoch was read
+            run.log(f"data: {note}")
     session_seconds = time.perf_counter() - fit_started
     epochs_done = state_epochs(state, initial_epoch)
     if initial_epoch < epochs_done and epochs_done not in stage.saved_epochs(run):

@@ -48,3 +48,19 @@ def _reset_keras_state():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture
+def no_imagenet_weights(tmp_path, monkeypatch):
+    """A machine without InceptionV3's ImageNet weights in the Keras cache and without internet
+    (the download fails with Keras' own offline message)."""
+    from cellgen.evaluate import features
+
+    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(features, "_download_imagenet_weights", offline)
+    return tmp_path / "keras" / "models"

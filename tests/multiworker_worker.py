@@ -181,16 +181,17 @@ def _probe(data: str) -> int:
 
     @guarded
     def main(_argv=None) -> int:
+        from cellgen.data import DataReader
+
+        # A class filter and a scarcity cap (a fraction and a count): the kept files depend on the seed only.
+        # Read before joining, so that no worker keeps the others waiting in the first collective.
+        reader = DataReader(data, image_size=16, batch_size=8, seed=3, class_filter=["basophil", "monocyte"],
+                            class_limits={"basophil": 0.5, "monocyte": 7}, drop_remainder=True)
+        print(f"kept {reader.num_images} files, digest {files_digest(reader)}", flush=True)
         strategy = make_strategy("multiworker")
         if make_strategy("multiworker") is strategy:  # a process joins its cluster once
             print("strategy reused", flush=True)
         index = strategy.cluster_resolver.task_id
-        from cellgen.data import DataReader
-
-        # A class filter and a scarcity cap (a fraction and a count): the kept files depend on the seed only.
-        reader = DataReader(data, image_size=16, batch_size=8, seed=3, class_filter=["basophil", "monocyte"],
-                            class_limits={"basophil": 0.5, "monocyte": 7}, drop_remainder=True)
-        print(f"kept {reader.num_images} files, digest {files_digest(reader)}", flush=True)
         check_workers_agree(strategy, training_files=files_digest(reader), training_images=reader.num_images)
         print("reader agreed", flush=True)
         try:

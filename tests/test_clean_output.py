@@ -42,7 +42,6 @@ def test_the_startup_lines_are_shown_on_request(arguments, environment):
     assert result.returncode == 0, output
     if not any(marker in output for marker in STARTUP_MARKERS):
         pytest.skip("this TensorFlow build prints no start-up lines")
-    assert "oneDNN" in output or "absl::InitializeLog" in output
 
 
 def test_only_startup_lines_are_filtered(capfd):

@@ -110,17 +110,8 @@ def test_equal_epochs_with_fresh_samples_per_seed_and_the_default_domain_extract
     assert main(argv) == 2  # the comparison exists and --resume was not given
 
 
-def test_imagenet_weights_offline_fail_before_any_training(tiny_pbc, tmp_path, monkeypatch, capsys):
+def test_imagenet_weights_offline_fail_before_any_training(tiny_pbc, tmp_path, no_imagenet_weights, capsys):
     """Issue 21: --extractor inception without internet was a traceback after training."""
-    from cellgen.evaluate import features
-
-    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
-
-    def offline():
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
-                        "[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(features, "_download_imagenet_weights", offline)
     out = tmp_path / "out"
     assert main(["--data", str(tiny_pbc), "--out", str(out), "--models", "dcgan", "--extractor", "inception"]) == 2
     error = capsys.readouterr().err.strip()

@@ -66,12 +66,12 @@ def test_fit_on_a_truncated_jpeg_raises_one_line_data_error(truncated_jpeg_tree)
     model = tiny_classifier(16)
     # What surfaces without the context manager: TensorFlow's error, the file buried in a long message.
     with pytest.raises(tf.errors.InvalidArgumentError) as raw:
-        model.fit(reader.as_tf_dataset(), steps_per_epoch=len(reader), epochs=2, verbose=0)
+        model.fit(reader.as_tf_dataset(), steps_per_epoch=len(reader), epochs=2, verbose=0, shuffle=False)
     assert "IteratorGetNext" in str(raw.value) and len(str(raw.value).splitlines()) > 10
 
     with pytest.raises(DataError) as caught:
         with reader.raising_data_errors():
-            model.fit(reader.as_tf_dataset(), steps_per_epoch=len(reader), epochs=2, verbose=0)
+            model.fit(reader.as_tf_dataset(), steps_per_epoch=len(reader), epochs=2, verbose=0, shuffle=False)
     error = caught.value
     assert isinstance(error, BadFileError) and error.path == str(bad)
     message = str(error)
@@ -94,7 +94,7 @@ def test_several_readers_plain_iteration_and_validation_data(truncated_jpeg_tree
     model = tiny_classifier(16)
     with pytest.raises(DataError, match=r"img_003\.jpg"):
         with raising_data_errors(good, reader):
-            model.fit(good.as_tf_dataset(), steps_per_epoch=len(good), epochs=1, verbose=0,
+            model.fit(good.as_tf_dataset(), steps_per_epoch=len(good), epochs=1, verbose=0, shuffle=False,
                       validation_data=reader.as_tf_dataset(epochs=1), validation_steps=len(reader))
 
 

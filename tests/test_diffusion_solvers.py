@@ -101,7 +101,8 @@ def test_two_point_mixture_converges_to_a_fine_reference():
         return (x - signal_rate * images) / noise_rate, images
 
     def run(solve, steps):  # in a graph: 2,000 eager loop iterations would take half a minute
-        return tf.function(lambda x: solve(denoiser, x, *_time_levels(steps)), autograph=False)(x_start).numpy()
+        levels = _time_levels(steps)
+        return tf.function(lambda x: solve(denoiser, x, *levels), autograph=False)(x_start).numpy()
 
     x_start = np.random.default_rng(2).standard_normal((2, 8, 8, 3)).astype(np.float32)
     reference = run(dpmpp_2m_solve, 2000)

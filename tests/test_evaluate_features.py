@@ -354,25 +354,11 @@ def test_cli_run_draws_new_images_per_seed_through_the_sampler_registry(domain_m
     assert "not a cellgen run directory" in capsys.readouterr().err
 
 
-def _offline(monkeypatch, tmp_path):
-    """No ImageNet weights in the Keras cache, and no internet (Keras' own offline error)."""
-    from cellgen.evaluate import features
-
-    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
-
-    def fail():
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
-                        "[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(features, "_download_imagenet_weights", fail)
-
-
-def test_imagenet_weights_offline_are_a_one_line_error(sample_data, copied_generated, tmp_path, monkeypatch,
-                                                       capsys):
+def test_imagenet_weights_offline_are_a_one_line_error(sample_data, copied_generated, tmp_path,
+                                                       no_imagenet_weights, capsys):
     from cellgen.cli.evaluate_generator import main
     from cellgen.evaluate.features import require_inception_weights
 
-    _offline(monkeypatch, tmp_path)
     with pytest.raises(EvaluationError, match="cannot be downloaded") as raised:
         InceptionExtractor(weights="imagenet", input_size=75)
     assert "--inception-weights FILE" in str(raised.value) and "domain" in str(raised.value)
@@ -384,7 +370,7 @@ def test_imagenet_weights_offline_are_a_one_line_error(sample_data, copied_gener
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: --inception-weights imagenet:") and len(error.splitlines()) == 1
     # a cached copy is used without any download
-    cached = tmp_path / "keras" / "models" / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached = no_imagenet_weights / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"")
     require_inception_weights("imagenet")

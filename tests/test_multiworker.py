@@ -34,7 +34,9 @@ import pytest
 
 from tests.multiworker_worker import Processes, start, start_single
 
-WAIT = 150  # seconds any process group may take (a hang fails the test instead of blocking it)
+# Seconds any process group may take: a hang fails the test instead of blocking it. Generous, as a
+# machine shared with other jobs can be several times slower than the ~1 min the module takes alone.
+WAIT = 480
 KILL_TIMEOUT = 60  # CELLGEN_COLLECTIVE_TIMEOUT of the DDIM cluster (the heartbeats usually notice first)
 PROBE_TIMEOUT = 8  # CELLGEN_COLLECTIVE_TIMEOUT of the probe cluster
 
@@ -89,9 +91,8 @@ class Launched:
 
     def _kill_worker_after_first_checkpoint(self) -> None:
         checkpoint = self.ddim_out / "checkpoints" / "epoch-0001" / "state.json"
-        deadline = time.monotonic() + WAIT
         chief, worker = self.ddim.procs
-        while time.monotonic() < deadline and chief.poll() is None and worker.poll() is None:
+        while chief.poll() is None and worker.poll() is None:  # the fixture ends them at the latest
             if checkpoint.is_file():
                 worker.kill()
                 self.killed_at = time.monotonic()
@@ -175,7 +176,6 @@ def test_tf_config_and_collective_timeout_settings(monkeypatch):
 
 def test_workers_agree_on_kept_files_and_a_stalled_collective_times_out(launched):
     probe = launched.probe
-    started = time.monotonic()
     chief = probe.procs[0]
     chief.wait(timeout=WAIT)
     outputs = [probe.output(0), probe.output(1)]
@@ -190,7 +190,6 @@ def test_workers_agree_on_kept_files_and_a_stalled_collective_times_out(launched
     assert error.startswith("error: multi-worker set-up check stopped on worker 0: a collective waited more "
                             f"than {PROBE_TIMEOUT} s (CELLGEN_COLLECTIVE_TIMEOUT)"), error
     assert probe.procs[1].poll() is None and "stalling" in outputs[1]  # alive: the timeout, not a lost peer
-    assert time.monotonic() - started < WAIT
     probe.stop()
 
 
@@ -224,7 +223,7 @@ def test_ddim_killed_worker_stops_the_chief_and_every_worker_resumes_from_its_ch
     assert launched.killed_at is not None, "worker 1 was never killed:\n" + ddim.tail(0)
     assert ddim.procs[1].wait(timeout=30) == -9
     stopped_after = time.monotonic() - launched.killed_at
-    assert stopped_after < KILL_TIMEOUT + 30, stopped_after
+    assert stopped_after < KILL_TIMEOUT + 60, stopped_after  # heartbeats: ~10 s; the collective timeout at most
     assert chief.returncode == 2, ddim.tail(0)
     error = _error_line(ddim.output(0))
     assert error.startswith("error: multi-worker training stopped on worker 0: "), error

@@ -195,17 +195,8 @@ def test_report_shows_no_spread_for_a_single_repetition():
     assert _mean_std(None) == "-"
 
 
-def test_inception_extractor_offline_fails_before_training(tmp_path, monkeypatch, capsys):
+def test_inception_extractor_offline_fails_before_training(tmp_path, no_imagenet_weights, capsys):
     """Issue 21: ImageNet weights that cannot be had are a one-line error before any stage runs."""
-    from cellgen.evaluate import features
-
-    monkeypatch.setattr(features, "_keras_model_dirs", lambda: [tmp_path / "keras" / "models"])
-
-    def offline():
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
-                        "[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(features, "_download_imagenet_weights", offline)
     argv = ["--config", "study_demo_gan", "--out", str(tmp_path / "s"), "--set", "extractor=inception"]
     assert run_study_main(argv) == 2
     error = capsys.readouterr().err.strip()

@@ -140,3 +140,21 @@ def test_run_bookkeeping(tmp_path):
         run.resolve_epoch("generator", 3)
     with pytest.raises(RunError, match="no saved model"):
         run.resolve_epoch("encoder")
+
+
+def test_a_corrupt_image_found_during_training_is_a_one_line_error_and_the_rerun_starts_over(tmp_path, data,
+                                                                                             capsys):
+    import shutil
+
+    images = tmp_path / "train"
+    shutil.copytree(data, images)
+    victim = sorted((images / "neutrophil").iterdir())[-1]
+    victim.write_bytes(victim.read_bytes()[:200])  # a truncated JPEG, found only when decoded
+    out = tmp_path / "run"
+    # normalizer_batches=1: the statistics pass reads one batch, so the bad file is usually met inside fit
+    code = main([*TINY, "--data", str(images), "--out", str(out), "--epochs", "1", "--set", "normalizer_batches=1"])
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert victim.name in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    shutil.copy2(Path(data) / "neutrophil" / victim.name, victim)  # the user fixes the file ...
+    assert main([*TINY, "--data", str(images), "--out", str(out), "--epochs", "1"]) == 0  # ... and runs again

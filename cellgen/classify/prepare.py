@@ -115,8 +115,7 @@ def prepare_data(config: ClassifierConfig, out: Path, printer: Printer = print) 
                    "test": mixing.count_rows(rows["test"])[mixing.REAL]}
     for reader in (train, val, test):
         if reader.skipped:
-            reader.write_skip_report(data_dir / Path(str(reader.source)).name)
-            printer(f"warning: {len(reader.skipped)} unreadable file(s) skipped in {reader.source}")
+            reader.write_skip_report(data_dir / Path(str(reader.source)).name)  # announces them too
     if config.uses_synthetic and not (config.synthetic or config.synthetic_from):
         arms = ", ".join(arm for arm in config.arms if arm in SYNTHETIC_ARMS)
         raise ConfigError(f"arm(s) {arms} need --synthetic DIR or --synthetic-from RUN")

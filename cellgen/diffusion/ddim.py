@@ -94,21 +94,21 @@ class DiffusionModel(keras.Model):
 
     The training loss (``config.loss``, MAE or MSE) is taken on the predicted quantity.
     **Loss weighting** ``min_snr`` (Hang et al. 2023, "Efficient Diffusion Training via
-    Min-SNR Weighting Strategy", arXiv 2303.09556, section 3.4) weights the x0 error by
+    Min-SNR Weighting Strategy", arXiv 2303.09556) weights the x0 error by
     ``min(SNR, gamma)`` with ``SNR = alpha**2 / sigma**2``; since the eps error is ``SNR``
     times and the v error ``SNR + 1`` times the (squared) x0 error, the per-example weight
     is ``min(SNR, gamma) / SNR`` for ``noise``, ``min(SNR, gamma) / (SNR + 1)`` for
-    ``velocity`` and ``min(SNR, gamma)`` for ``image`` (Hang et al. eq. 8-10; with MAE the
-    same weights are applied to the absolute error). ``uniform`` weights every example 1.
-    The ``noise_loss`` metric is always the unweighted MAE/MSE of the implied noise
-    (comparable across targets); ``loss``, the optimised objective, is logged as well
-    when it differs from ``noise_loss``.
+    ``velocity`` and ``min(SNR, gamma)`` for ``image`` (as Hang et al. state them for the
+    three targets; with MAE the same weights multiply the absolute error, a heuristic).
+    ``uniform`` weights every example 1. The ``noise_loss`` metric is always the unweighted
+    MAE/MSE of the implied noise (comparable across targets); ``loss``, the optimised
+    objective, is logged as well when it differs from ``noise_loss``.
 
     **Class conditioning** (``config.conditional``): the U-Net takes class ids (ids into
     ``config.class_names``; ``num_classes`` is "no class"). Training replaces each label by
     "no class" with probability ``label_dropout`` and samples use classifier-free guidance
-    (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", arXiv 2207.12598, eq. 6 in
-    the ``w`` of the conditional-minus-unconditional form)::
+    (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", arXiv 2207.12598, eq. 6,
+    ``(1 + w) eps_c - w eps_u``, written with our ``w`` = their ``w + 1``)::
 
         eps_hat = eps_uncond + w * (eps_cond - eps_uncond)
 
@@ -348,7 +348,7 @@ class DiffusionModel(keras.Model):
     def loss_weights(self, signal_rates, noise_rates):
         """Per-example loss weights of ``loss_weighting`` (None for ``uniform``), shape (B,).
 
-        Min-SNR-gamma (Hang et al. 2023, eq. 8-10): ``min(SNR, gamma)`` on the x0 error, i.e.
+        Min-SNR-gamma (Hang et al. 2023): ``min(SNR, gamma)`` on the x0 error, i.e.
         ``min(SNR, gamma) / SNR`` on the eps error and ``min(SNR, gamma) / (SNR + 1)`` on the v error.
         """
         if self.config.loss_weighting == "uniform":
@@ -373,7 +373,7 @@ class DiffusionModel(keras.Model):
         return self.split_prediction(network(inputs, training=training), noisy_images, signal_rates, noise_rates)
 
     def guided_prediction(self, noisy_images, noise_variances, labels, guidance, network=None):
-        """Classifier-free guidance, both halves in one batched call (Ho & Salimans 2022, eq. 6).
+        """Classifier-free guidance, both halves in one batched call (Ho & Salimans 2022).
 
         ``output = out_uncond + w * (out_cond - out_uncond)`` where ``out_cond`` is the network's
         output for ``labels`` and ``out_uncond`` for "no class", computed on the concatenation of the

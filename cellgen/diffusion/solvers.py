@@ -18,7 +18,7 @@ log-SNR ``lambda = log(alpha / sigma)``. A sequence of ``steps + 1`` levels (see
 network is evaluated at the first ``steps`` levels and every solver returns the
 ``x0`` prediction of the last evaluated level, i.e. its final step is the first-order
 step to the clean image (DDIM's step to ``alpha = 1, sigma = 0``; the keras-io
-convention, and Lu et al.'s "lower order final step"). Each solver therefore costs
+convention; diffusers' ``lower_order_final`` for DPM-Solver++). Each solver therefore costs
 ``steps`` network calls, except Heun (``2 * steps - 1``).
 
 **DDIM** (Song et al. 2021, "Denoising Diffusion Implicit Models", arXiv 2010.02502,
@@ -187,8 +187,8 @@ def dpmpp_2m_solve(denoise: Denoiser, initial_noise, signal_rates, noise_rates) 
     ``solver_type="midpoint"``). It integrates the probability-flow ODE in log-SNR time
     ``lambda = log(alpha / sigma)``, where its exact solution is
     ``x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda x0(x_lambda) d lambda``
-    (Lu et al. eq. 8), approximating ``x0`` along the path linearly from the last two data
-    predictions. Deterministic; one network call per level.
+    (the exact solution of their data-prediction ODE), approximating ``x0`` along the path
+    linearly from the last two data predictions. Deterministic; one network call per level.
 
     Args:
         denoise: ``(x, signal_rate, noise_rate) -> (pred_noise, pred_image)``.
@@ -216,8 +216,9 @@ def dpmpp_2m_solve(denoise: Denoiser, initial_noise, signal_rates, noise_rates) 
         x_next = (next_noise_rate / noise_rate) * x - next_signal_rate * tf.math.expm1(-h) * data
         return step + 1, x_next, predicted_images, h
 
-    # Levels 0 .. steps-2 update x; the last evaluated level (steps - 1) only gives its data prediction
-    # (the lower-order final step to the clean image, Lu et al. section 5 / Appendix).
+    # Levels 0 .. steps-2 update x; the last evaluated level (steps - 1) only gives its data prediction:
+    # a first-order final step to the clean image (as diffusers' ``lower_order_final``), since the
+    # step to sigma = 0 has h = infinity.
     zero = tf.constant(0.0, tf.float32)
     _, x, previous_images, _ = tf.while_loop(lambda step, *_: step < steps - 1, body,
                                              (tf.constant(0), x, tf.zeros_like(x), zero))
@@ -230,7 +231,7 @@ def heun_solve(denoise: Denoiser, initial_noise, signal_rates, noise_rates) -> t
 
     Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative Models",
     arXiv 2206.00364, Algorithm 1 (deterministic, no churn), in their scaled variables
-    ``x_hat = x / alpha`` and ``s = sigma / alpha`` (their eq. 4 with ``s(t) = alpha``), where
+    ``x_hat = x / alpha`` and ``s = sigma / alpha`` (their ODE with scaling ``s(t) = alpha``), where
     the ODE is ``dx_hat/ds = (x_hat - D(x_hat; s)) / s = eps_hat``. Costs ``2 * steps - 1``
     network calls (an Euler step, which is a DDIM step, then a trapezoidal correction).
 

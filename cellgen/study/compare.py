@@ -710,6 +710,8 @@ def run_comparison(comparison: Comparison, printer: Printer = print) -> dict[str
                                    comparison.epochs, budget_seconds, comparison.resume, comparison.quiet,
                                    log=printer, commands=commands)
             limit = comparison.limit_samples.get(spec.name)
+            commands.note(f"{spec.name}: sampling timed and evaluated in-process (cellgen.study.compare."
+                          f"evaluate_model: {comparison.seeds} seeds, n = {comparison.n}); results/{spec.name}.json")
             row = evaluate_model(spec, run_dir, comparison, extractor, real, class_counts, limit, printer)
             row.update({"name": spec.name, "label": spec.label, "preset": spec.preset, "run": str(run_dir),
                         "paper_fid": list(spec.paper_fid) if spec.paper_fid else None,

@@ -192,6 +192,12 @@ def worker_count(strategy: tf.distribute.Strategy) -> int:
     return sum(len(jobs.get(job, ())) for job in ("chief", "worker")) or 1
 
 
+def _task_names(strategy: tf.distribute.Strategy) -> list[str]:
+    """``chief 0``, ``worker 0``, ``worker 1``...: the training tasks in the order of their replicas."""
+    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+    return [f"{job} {index}" for job in ("chief", "worker") for index in range(len(jobs.get(job, ())))]
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return worker_count(strategy) > 1
 
@@ -259,9 +265,10 @@ def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None
         gathered = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0).numpy()
     per_replica = len(gathered) // worker_count(strategy)
     rows = gathered[::max(1, per_replica)]  # one row per worker, in task order
+    tasks = _task_names(strategy)
     for column, name in enumerate(names):
         if len(set(rows[:, column].tolist())) > 1:
-            found = ", ".join(f"worker {index}: {value}" for index, value in enumerate(rows[:, column].tolist()))
+            found = ", ".join(f"{task}: {value}" for task, value in zip(tasks, rows[:, column].tolist()))
             hint = (" (the run directory must be on a file system every worker reads, e.g. NFS: the "
                     "others resume from the chief's checkpoints)" if "epoch" in name else
                     " (every worker must read the same data with the same options)")
@@ -288,14 +295,17 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-_PEER = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+_PEER = re.compile(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)")
 
 
 def describe_collective_error(error: BaseException, strategy: tf.distribute.Strategy, what: str = "training") -> str:
     """A one-line message for a failed multi-worker collective, naming the lost worker when TF does."""
     text = getattr(error, "message", None) or str(error)
     here = worker_name(strategy)
-    peers = sorted({f"{job} {task}" for job, task in _PEER.findall(text)} - {here})
+    # The coordination service lists the tasks that stopped sending heartbeats after "unhealthy"; a
+    # refused connection names its "remote target".
+    named = text.split("unhealthy", 1)[1] if "unhealthy" in text else text
+    peers = sorted({f"{job} {task}" for job, task in _PEER.findall(named)} - {here})
     timeout = collective_timeout()
     if isinstance(error, tf.errors.DeadlineExceededError):
         cause = (f"a collective waited more than {timeout:g} s ({COLLECTIVE_TIMEOUT_ENV}) for the other workers"

@@ -23,24 +23,19 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import add_common_arguments, add_run_arguments, request_from_args, verbosity
+from cellgen.cli.options import run_trainer, training_parser
+
+
+def _backbone_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", metavar="RUN", help="trained vanilla_gan run to build on")
+    parser.add_argument("--backbone-epoch", type=int, help="saved epoch of the backbone (default: latest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_acgan.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    add_common_arguments(parser)
-    parser.add_argument("--backbone", metavar="RUN", help="trained vanilla_gan run to build on")
-    parser.add_argument("--backbone-epoch", type=int, help="saved epoch of the backbone (default: latest)")
-    add_run_arguments(parser)
-    return parser
+    return training_parser("train_acgan.py", __doc__, stage_options=_backbone_options)
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    from cellgen.gan.acgan_train import resolve_config, train
-
-    request = request_from_args(args, backbone=args.backbone, backbone_epoch=args.backbone_epoch)
-    train(resolve_config(request), resume=request.resume, verbose=verbosity(args))
-    return 0
+    return run_trainer(args, "cellgen.gan.acgan_train", backbone=args.backbone, backbone_epoch=args.backbone_epoch)

@@ -1,7 +1,7 @@
 """Training across processes: MultiWorkerMirroredStrategy with two workers on 127.0.0.1.
 
 The worker processes are :mod:`tests.multiworker_worker` (CPU only, one TensorFlow thread per
-pool, free ports, ``TF_CONFIG`` per process); every process is ended by the fixture. To keep the
+pool, free ports, ``TF_CONFIG`` per process); the test ends every process. To keep the
 module short on a 2-core machine, the clusters and the one-process reference run start together:
 
 - a probe cluster: the kept files of a class filter + scarcity cap agree across workers (with
@@ -70,6 +70,14 @@ class Launched:
         self.ddim_out, self.gan_out = root / "ddim" / "run", root / "gan" / "run"
         self.ref_ddim, self.ref_gan = root / "reference" / "ddim", root / "reference" / "gan"
         self.groups: list[Processes] = []
+        try:
+            self._start(data)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, data: str) -> None:
+        root = self.root
         self.probe = self._group(start([["probe", data]] * 2, root / "probe", collective_timeout=PROBE_TIMEOUT))
         self.ddim = self._group(start([["train", "train_ddim", *DDIM, "--data", data, "--out", str(self.ddim_out),
                                         "--strategy", "multiworker"]] * 2, root / "ddim",
@@ -81,7 +89,6 @@ class Launched:
              "train_vanilla_gan", *GAN, "--data", data, "--out", str(self.ref_gan), "--strategy", "cpu:2"],
             root / "reference"))
         self.killed_at: float | None = None
-        self.kill_epoch_files: list[str] = []
         self._watcher = threading.Thread(target=self._kill_worker_after_first_checkpoint, daemon=True)
         self._watcher.start()
 
@@ -106,15 +113,6 @@ class Launched:
     def stop(self) -> None:
         for group in self.groups:
             group.stop()
-
-
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory):
-    launched = Launched(tmp_path_factory.mktemp("multiworker"))
-    try:
-        yield launched
-    finally:
-        launched.stop()
 
 
 def _error_line(output: str) -> str:
@@ -174,7 +172,9 @@ def test_tf_config_and_collective_timeout_settings(monkeypatch):
         make_strategy("multiworker")
 
 
-def test_workers_agree_on_kept_files_and_a_stalled_collective_times_out(launched):
+def _check_probe(launched: Launched) -> None:
+    """The kept files of a class filter and a scarcity cap agree across workers; a mismatch is a
+    one-line error; a collective that a live worker never joins times out."""
     probe = launched.probe
     chief = probe.procs[0]
     chief.wait(timeout=WAIT)
@@ -193,7 +193,9 @@ def test_workers_agree_on_kept_files_and_a_stalled_collective_times_out(launched
     probe.stop()
 
 
-def test_gan_on_two_workers_matches_one_process_with_two_replicas(launched):
+def _check_gan(launched: Launched) -> None:
+    """Both GAN workers exit 0; one run directory, written by the chief; the first-epoch losses of
+    one process with two replicas."""
     gan = launched.gan
     assert gan.wait(WAIT) == [0, 0], gan.tail(0) + "\n---\n" + gan.tail(1)
     run = launched.gan_out
@@ -213,7 +215,9 @@ def test_gan_on_two_workers_matches_one_process_with_two_replicas(launched):
         np.testing.assert_allclose(ours[0][key], reference[0][key], rtol=1e-5, err_msg=key)
 
 
-def test_ddim_killed_worker_stops_the_chief_and_every_worker_resumes_from_its_checkpoint(launched):
+def _check_ddim_kill_and_resume(launched: Launched) -> None:
+    """A killed worker stops the chief with a one-line error; both workers resume from the chief's
+    checkpoint, exit 0 and reach the losses of an uninterrupted one-process run."""
     ddim = launched.ddim
     chief = ddim.procs[0]
     try:
@@ -258,3 +262,15 @@ def test_ddim_killed_worker_stops_the_chief_and_every_worker_resumes_from_its_ch
     assert _event_pids(run) <= {str(ddim.procs[0].pid), str(resumed.procs[0].pid)}  # the chiefs only
     assert f"process {resumed.procs[0].pid} " in (run / ".lock").read_text()
     _assert_scratch_removed(resumed, 1)
+
+
+def test_two_workers_on_loopback(tmp_path):
+    """One test (not a module fixture shared by several): under ``pytest -n 2`` the tests of a module
+    may go to different xdist workers, and each would start every process again."""
+    launched = Launched(tmp_path)
+    try:
+        _check_probe(launched)
+        _check_gan(launched)
+        _check_ddim_kill_and_resume(launched)
+    finally:
+        launched.stop()

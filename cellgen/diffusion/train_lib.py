@@ -171,14 +171,8 @@ class DiffusionStage(TrainingStage):
                       on_error=config.on_error, workers=config.workers, class_filter=class_filter,
                       classes=config.classes or None)
         reader = training_reader(config.data, config.batch_size, **common)
-        if is_conditional(config) and not config.class_names:
-            # A new conditional run: its label vocabulary is the data's classes, fixed from now on.
-            self.config = config = config.replace(class_names=list(reader.classes))
-        if is_conditional(config):
-            unknown = [name for name in reader.classes if name not in config.class_names]
-            if unknown:
-                raise ConfigError(f"class(es) {', '.join(unknown)} of {config.data} are not among the model's "
-                                  f"classes ({', '.join(config.class_names)})")
+        # A new conditional run's label vocabulary is the data's classes, fixed from then on.
+        self.config = config = config.with_data_classes(reader.classes)
         val_reader = None
         if config.val_data:
             try:
@@ -194,7 +188,7 @@ class DiffusionStage(TrainingStage):
         """Maps the reader's label ids to the model's class ids (a one-class fine-tune's 0 is its base id)."""
         import tensorflow as tf
 
-        ids = tf.constant([list(self.config.class_names).index(name) for name in reader.classes], dtype=tf.int32)
+        ids = tf.constant(self.config.label_map(reader.classes))
         return dataset.map(lambda images, labels: (images, tf.gather(ids, tf.cast(labels, tf.int32))))
 
     def train_dataset(self, reader, start_epoch: int):

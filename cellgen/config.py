@@ -29,13 +29,106 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class ConfigError(ValueError):
     """A preset file or override is invalid; the message names the key or file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a config option may take: numbers between bounds, or a set of choices.
+
+    Build one with :func:`at_least`, :func:`above`, :func:`at_most`, :func:`between`,
+    :func:`one_of` (and :func:`every` for the items of a list); ``str(range)`` is what the
+    error message says (``>= 1``, ``in [0, 1)``, ``one of raise, skip``), with the ``note``
+    in parentheses, and :meth:`check` raises ``KEY must be RANGE, got VALUE`` (for example
+    ``ema must be in [0, 1), got 1.5``). A NaN is outside every numeric range.
+
+    Example:
+        >>> ema = between(0, 1, high_open=True)
+        >>> str(ema), ema.contains(0.999), ema.contains(1.5)
+        ('in [0, 1)', True, False)
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    note: str = ""
+    each: bool = False
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or bool(value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.choices is not None:
+            text = "one of " + ", ".join(map(str, self.choices))
+        elif self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low}"
+        else:
+            text = f"{'<' if self.high_open else '<='} {self.high}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self, key: str, value: Any, error: type[Exception] = ConfigError) -> None:
+        """Raises ``error`` naming ``key`` when ``value`` (with ``each``: an item of it) is outside."""
+        for item in (value if self.each else (value,)):
+            if not self.contains(item):
+                raise error(f"{key}{' entries' if self.each else ''} must be {self}, got {item!r}")
+
+
+def at_least(low: float, note: str = "") -> Range:
+    return Range(low=low, note=note)
+
+
+def above(low: float, note: str = "") -> Range:
+    return Range(low=low, low_open=True, note=note)
+
+
+def at_most(high: float, note: str = "") -> Range:
+    return Range(high=high, note=note)
+
+
+def between(low: float, high: float, low_open: bool = False, high_open: bool = False, note: str = "") -> Range:
+    """``[low, high]``; ``low_open``/``high_open`` leave a bound out (``between(0, 1, high_open=True)`` is [0, 1))."""
+    return Range(low=low, high=high, low_open=low_open, high_open=high_open, note=note)
+
+
+def one_of(*choices: Any, note: str = "") -> Range:
+    return Range(choices=tuple(choices), note=note)
+
+
+def every(allowed: Range) -> Range:
+    """``allowed`` for each item of a list option (``every(at_least(1))`` for a list of widths)."""
+    return dataclasses.replace(allowed, each=True)
+
+
+def option_flag(key: str) -> str:
+    """The script option of a field: ``kid_subsets`` -> ``--kid-subsets``."""
+    return "--" + key.replace("_", "-")
+
+
+def check_ranges(target: Any, ranges: dict[str, Range], error: type[Exception] = ConfigError,
+                 label: Callable[[str], str] = str) -> None:
+    """Checks ``getattr(target, key)`` against each ``ranges[key]``; None (an unset option) is not checked.
+
+    ``label`` turns a key into the name the message gives (:func:`option_flag` for the
+    options of a script); ``error`` is the exception raised.
+    """
+    for key, allowed in ranges.items():
+        value = getattr(target, key)
+        if value is not None:
+            allowed.check(label(key), value, error)
 
 
 @dataclasses.dataclass
@@ -58,10 +151,24 @@ class CommonConfig:
             label outside them is an error naming it, so a typo such as ``basophill`` never
             becomes a class of its own.
         description: free text recorded in the run directory.
+
+    ``ranges`` declares the allowed values of fields (see :class:`Range`); a subclass's
+    ``ranges`` adds entries or overrides its bases' (:meth:`declared_ranges` merges them along
+    the MRO) and :meth:`validate` checks them all, so a subclass's ``validate`` only adds
+    the checks that relate several fields. ``precision`` is checked against ``precisions``.
     """
 
     kind: ClassVar[str] = "common"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16", "auto")
+    ranges: ClassVar[dict[str, Range]] = {
+        "image_size": between(8, 4096),  # a typo such as --size 1000000 fails here, not in an allocation
+        "epochs": at_least(0),
+        "seed": between(0, 2**31, high_open=True),
+        "workers": at_least(0),
+        "batch_size": at_least(1),
+        "on_error": one_of("raise", "skip"),
+        "crop": at_least(0, note="0 = no crop"),
+    }
 
     data: str = ""
     out: str = ""
@@ -85,24 +192,20 @@ class CommonConfig:
         """A copy with some fields changed (validated like overrides)."""
         return apply_overrides(self, changes)
 
+    @classmethod
+    def declared_ranges(cls) -> dict[str, Range]:
+        """The ``ranges`` of the class and its bases (a subclass's entry wins), ``precision`` first."""
+        merged = {"precision": one_of(*cls.precisions)}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("ranges", {}))
+        unknown = set(merged) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"{cls.__name__}.ranges names no field: {', '.join(sorted(unknown))}")
+        return merged
+
     def validate(self) -> None:
-        """Checks value ranges; subclasses extend it. Raises ConfigError."""
-        if self.image_size < 8:
-            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if not 0 <= self.seed < 2**31:
-            raise ConfigError(f"seed must be in [0, 2**31), got {self.seed}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.precision not in self.precisions:
-            raise ConfigError(f"precision must be one of {', '.join(self.precisions)}; got {self.precision!r}")
-        if self.on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        if self.crop < 0:
-            raise ConfigError(f"crop must be >= 0 (0 = no crop), got {self.crop}")
+        """Checks the :meth:`declared_ranges`; subclasses extend it with checks that relate fields."""
+        check_ranges(self, self.declared_ranges())
 
 
 C = TypeVar("C", bound=CommonConfig)
@@ -166,13 +269,14 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             number = float(value)
-            if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-            return number
+            if math.isfinite(number):
+                return number
         if target is str:
             return str(value)
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{key}: expected {getattr(target, '__name__', target)}, got {value!r}") from None
+    if target is float:  # nan, inf, 1e999 (a ConfigError raised inside the try would read "expected float")
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return value
 
 
@@ -208,6 +312,11 @@ def apply_overrides(config: C, overrides: dict[str, Any]) -> C:
                 raise ConfigError(f"this preset is for {value!r}, but the script trains {config.kind!r}")
             continue
         if key not in types_by_name:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(types_by_name), n=1, cutoff=0.75)
+            if close:  # a mistyped key: name the one meant rather than all of them
+                raise ConfigError(f"unknown config key {key!r}; did you mean {close[0]!r}?")
             valid = ", ".join(sorted(types_by_name))
             raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
         changes[key] = _coerce(key, value, types_by_name[key])
@@ -235,7 +344,12 @@ def resolve_preset_path(path: str | os.PathLike) -> Path:
     for guess in (CONFIG_DIR / candidate, CONFIG_DIR / f"{candidate}.toml"):
         if guess.is_file():
             return guess
-    raise ConfigError(f"config file not found: {path}")
+    import difflib
+
+    presets = sorted(preset.stem for preset in CONFIG_DIR.glob("*.toml"))
+    close = difflib.get_close_matches(candidate.stem, presets, n=3, cutoff=0.6)
+    hint = (f"did you mean {', '.join(close)}?" if close else f"presets in {CONFIG_DIR}: {', '.join(presets)}")
+    raise ConfigError(f"config file not found: {path} ({hint})")
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -249,6 +249,14 @@ def fit_multi_worker(model, strategy: tf.distribute.Strategy):
     return model
 
 
+_DATA_HINT = " (every worker must read the same data with the same options)"
+_DISAGREEMENT_HINTS = {
+    "resumed_epoch": (" (the run directory must be on a file system every worker reads, e.g. NFS: the "
+                      "other workers resume from the chief's checkpoints)"),
+    "steps_per_epoch": _DATA_HINT, "training_images": _DATA_HINT, "training_files": _DATA_HINT,
+}
+
+
 def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None:
     """Raises :class:`StrategyError` unless every worker has the same integer ``values``
     (the epoch it resumes after, steps per epoch, a digest of its training files...).
@@ -269,9 +277,7 @@ def check_workers_agree(strategy: tf.distribute.Strategy, **values: int) -> None
     for column, name in enumerate(names):
         if len(set(rows[:, column].tolist())) > 1:
             found = ", ".join(f"{task}: {value}" for task, value in zip(tasks, rows[:, column].tolist()))
-            hint = (" (the run directory must be on a file system every worker reads, e.g. NFS: the "
-                    "others resume from the chief's checkpoints)" if "epoch" in name else
-                    " (every worker must read the same data with the same options)")
+            hint = _DISAGREEMENT_HINTS.get(name, "")
             raise StrategyError(f"multi-worker: the workers disagree on {name.replace('_', ' ')} "
                                 f"({found}){hint}")
 

@@ -82,6 +82,17 @@ def save_image_grid(images: np.ndarray, path: str | os.PathLike, columns: int | 
         spine.set_visible(False)
     if title:
         figure.suptitle(title, fontsize=10, y=0.995)
+    return save_figure(figure, path, dpi=dpi, tight=False)
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
+    """Writes ``figure`` as PNG (parent folders created), closes it and returns the path.
+
+    ``tight`` runs ``figure.tight_layout()`` first (off for figures whose axes are placed by hand).
+    """
+    if tight:
+        figure.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     plt.close(figure)
@@ -122,12 +133,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     axes[0][0].set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | os.PathLike,
@@ -154,12 +160,7 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str 
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_grouped_bars(values: Mapping[str, Mapping[str, float]], path: str | os.PathLike,
@@ -183,9 +184,4 @@ def plot_grouped_bars(values: Mapping[str, Mapping[str, float]], path: str | os.
     axis.grid(axis="y", alpha=0.3)
     if title:
         axis.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
@@ -28,6 +29,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,34 +135,34 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
+class _Subdir:
+    """A run folder's sub-folder of the same name: ``run.logs`` is ``run.path / "logs"`` (read-only)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: "RunDir | None", owner: type | None = None) -> Path:
+        if run is None:
+            return self  # type: ignore[return-value]  (looked up on the class)
+        return run.path / self.name
+
+    def __set__(self, run: "RunDir", value: Any) -> None:
+        raise AttributeError(f"RunDir.{self.name} is read-only")
+
+
 class RunDir:
     """A training run's directory. Create with :meth:`create`, reopen with :meth:`open`."""
 
     SUBDIRS = ("logs", "checkpoints", "models", "samples", "metrics")
+    # Layout: one attribute per sub-folder of SUBDIRS.
+    logs = _Subdir()
+    checkpoints = _Subdir()
+    models = _Subdir()
+    samples = _Subdir()
+    metrics = _Subdir()
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-
-    # Layout -------------------------------------------------------------
-    @property
-    def logs(self) -> Path:
-        return self.path / "logs"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def models(self) -> Path:
-        return self.path / "models"
-
-    @property
-    def samples(self) -> Path:
-        return self.path / "samples"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics"
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -196,7 +198,7 @@ class RunDir:
         if config_file.exists():
             run.lock()
             if resume:
-                saved = read_json(config_file)
+                saved = run.config_dict()
                 if saved.get("kind") != config.kind:
                     raise RunError(f"{run.path}: cannot resume a {saved.get('kind')!r} run as {config.kind!r}")
             elif overwrite or run._is_empty_attempt():
@@ -218,11 +220,7 @@ class RunDir:
         run.lock()
         if resume:
             (run.path / "COMPLETE.json").unlink(missing_ok=True)
-            saved = run.config_dict()
-            if int(getattr(config, "epochs", 0)) > int(saved.get("epochs", 0)):
-                saved["epochs"] = config.epochs
-                run._write_config_values(saved)
-            write_json(run.logs / f"session-{_timestamp()}.json", config.to_dict())
+            run._record_session(config)
         else:
             run.save_config(config)
         if classes is not None and not (resume and (run.path / "classes.json").is_file()):
@@ -230,6 +228,48 @@ class RunDir:
         env_name = "environment.json" if not resume else f"environment-resume-{_timestamp()}.json"
         write_json(run.path / env_name, environment_info())
         return run
+
+    # Whether a resumed session's own settings go into config.json (see keeping_session_settings).
+    _keep_session_settings = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def keeping_session_settings(cls, keep: bool = True):
+        """Within this context a resumed session's settings (the ``--set`` values and flags given with
+        ``--resume``) are written into the run's ``config.json`` for every later session
+        (``--keep-set``), instead of holding for this session only."""
+        previous = cls._keep_session_settings
+        cls._keep_session_settings = bool(keep)
+        try:
+            yield
+        finally:
+            cls._keep_session_settings = previous
+
+    def _record_session(self, config: CommonConfig) -> None:
+        """A resumed session: logs (and says) which settings differ from the saved config, keeps
+        them in ``config.json`` only inside :meth:`keeping_session_settings`; ``epochs`` grows
+        with a longer session either way. The session's full config goes to ``logs/session-*.json``."""
+        saved = self.config_dict()
+        session = json.loads(json.dumps(config.to_dict(), default=_json_default))
+        changed = {key: value for key, value in session.items()
+                   if key not in ("out", "epochs") and saved.get(key) != value}
+        settings = ", ".join(f"{key}={value!r} (saved: {saved.get(key)!r})" for key, value in changed.items())
+        if RunDir._keep_session_settings:
+            self._write_config_values(session)
+            self.log(f"resumed; kept in config.json: {settings or 'no changed settings'}")
+        else:
+            if int(session.get("epochs", 0)) > int(saved.get("epochs", 0)):
+                saved["epochs"] = session["epochs"]
+                self._write_config_values(saved)
+            if changed:
+                self.log(f"resumed; for this session only: {settings}")
+                print(f"note: {', '.join(f'{key}={value}' for key, value in changed.items())} "
+                      f"hold(s) for this session only ({self.path / 'config.json'} keeps "
+                      f"{', '.join(f'{key}={saved.get(key)}' for key in changed)}); "
+                      "pass --keep-set to keep them")
+            else:
+                self.log("resumed with the saved settings")
+        write_json(self.logs / f"session-{_timestamp()}.json", session)
 
     _STANDARD_ENTRIES = frozenset(("config.json", "config.toml", "classes.json", "environment.json", ".lock",
                                    "logs", "checkpoints", "models", "samples", "metrics"))
@@ -295,7 +335,17 @@ class RunDir:
             f"# resolved config written by cellgen on {_timestamp()}\n" + to_toml(values), encoding="utf-8")
 
     def config_dict(self) -> dict[str, Any]:
-        return read_json(self.path / "config.json")
+        """The saved ``config.json``; RunError (naming the file) when it is unreadable or damaged."""
+        path = self.path / "config.json"
+        try:
+            values = read_json(path)
+        except FileNotFoundError:
+            raise RunError(f"{self.path}: not a cellgen run directory (no config.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(f"{path}: damaged or unreadable run config ({error})") from None
+        if not isinstance(values, dict):
+            raise RunError(f"{path}: damaged run config (not a JSON object)")
+        return values
 
     @property
     def kind(self) -> str:
@@ -334,6 +384,7 @@ class RunDir:
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(".tmp-" + final.name)
         model.save(temporary)
+        _test_kill_point("model")
         os.replace(temporary, final)
         return final
 
@@ -411,6 +462,29 @@ def _timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+# Test hook, for tests/test_kill_resume.py only: CELLGEN_TEST_KILL_AT=WHAT:N makes the process kill
+# itself with SIGKILL (as `kill -9` would) at the N-th WHAT of the process: "batch" (after a training
+# batch), "checkpoint" (halfway through writing a checkpoint: some of its files are in the temporary
+# folder, nothing is renamed yet) or "model" (a model file written to its temporary name, not yet
+# renamed). Unset, it costs one environment lookup.
+TEST_KILL_VARIABLE = "CELLGEN_TEST_KILL_AT"
+_test_kill_counts: dict[str, int] = {}
+
+
+def _test_kill_point(what: str) -> None:
+    spec = os.environ.get(TEST_KILL_VARIABLE)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    if name.strip() != what:
+        return
+    _test_kill_counts[what] = _test_kill_counts.get(what, 0) + 1
+    if _test_kill_counts[what] >= int(count or 1):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # Checkpoints ---------------------------------------------------------------
 
 
@@ -478,6 +552,8 @@ class TrainingState:
                 if seeds:
                     np.savez(temporary / f"{name}.seeds.npz",
                              **{str(i): keras.ops.convert_to_numpy(v) for i, v in enumerate(seeds)})
+            if name == next(iter(self.objects)):
+                _test_kill_point("checkpoint")  # halfway: the first object's files are written
         # Optimizer steps say how long a run trained better than epochs do when batch sizes differ.
         write_json(temporary / "state.json", {"epoch": epoch, **({"optimizer_steps": steps} if steps else {}),
                                               **(extra or {})})
@@ -652,6 +728,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.failure is None:
             self._check(logs, f"epoch {self.epoch + 1}, batch {batch + 1}")
+        _test_kill_point("batch")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.failure is None:

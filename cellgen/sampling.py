@@ -86,6 +86,18 @@ def reject_options(kind: str, options: dict[str, Any]) -> None:
                        f"do not apply to {kind} runs")
 
 
+# Seeds of generated sets: the set ``index`` of a run seed ``seed`` (a class of a balanced set, an
+# evaluation repetition) starts at ``seed + SEED_STRIDE * index`` and its batch b uses that + b, so
+# sets of fewer than SEED_STRIDE batches never share a batch seed. One rule for generate.py, the
+# classifier study and the generator evaluation.
+SEED_STRIDE = 100_003
+
+
+def generated_set_seed(seed: int, index: int) -> int:
+    """The first batch seed of generated set ``index`` of run seed ``seed`` (see ``SEED_STRIDE``)."""
+    return int(seed) + SEED_STRIDE * int(index)
+
+
 def write_samples(sampler: Sampler, count: int, out_dir: str | os.PathLike, seed: int = 0,
                   class_name: str | None = None, batch_size: int = 64, prefix: str = "synthetic",
                   progress: bool = True) -> list[Path]:

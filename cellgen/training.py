@@ -361,6 +361,8 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
         "final": {key: values[-1] for key, values in history.items() if key != "epoch" and values},
         **stage.summary(run),
     })
+    if multi_worker:  # all workers finish together (none leaves while another still needs it)
+        check_workers_agree(strategy, epochs_done=epochs_done)
     run.mark_complete(epochs=epochs_done, train_seconds=elapsed_seconds())
     printer(f"trained {epochs_done} epoch(s); run directory: {run.path}")
     return run

@@ -13,8 +13,8 @@ As a script (``python tests/multiworker_worker.py MODE ...``, with ``TF_CONFIG``
                  while the others sleep (the test ends them)
 
 Every worker runs on the CPU with one TensorFlow thread per pool (two workers share a
-2-core machine), writes its private scratch folder under its own ``TMPDIR`` and its output
-to ``LOG``; :func:`start` chooses free ports and :class:`Processes` always ends them.
+2-core machine), keeps its private scratch folder under its own ``TMPDIR`` and writes its
+output to a log file; :func:`start` chooses free ports and :class:`Processes` always ends them.
 """
 
 from __future__ import annotations

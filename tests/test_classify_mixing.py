@@ -141,6 +141,26 @@ def test_classical_arm_gets_rotation_and_zoom(tmp_path):
     train, _, _ = make_readers(config, "classical", sets.csv[0]["classical"], data.val_csv, data.test_csv,
                                data.classes)
     assert train.augment.rotation_degrees == 90.0 and train.augment.zoom == 0.2
+    # issue 17: the classical arms flip and turn by quarter turns first (the 8 symmetries of the square)
+    assert train.augment.horizontal_flip and train.augment.rotate90
+    plain = config.replace(classical_dihedral=False)
+    train, _, _ = make_readers(plain, "classical", sets.csv[0]["classical"], data.val_csv, data.test_csv,
+                               data.classes)
+    assert not train.augment.horizontal_flip and not train.augment.rotate90
+
+
+def test_balanced_sampling_repeats_every_class_to_the_largest(tmp_path):
+    config = make_config(tmp_path, arms="baseline", seeds=1, limit_class={"basophil": 0.25}, sampling="balanced")
+    data, sets = plan(config)
+    train, val, _ = make_readers(config, "baseline", sets.csv[0]["baseline"], data.val_csv, data.test_csv,
+                                 data.classes)
+    assert set(train.class_counts().values()) == {24}  # 6 kept basophils repeated to 24 per epoch
+    assert len(train.epoch_order(0)) == 24 * 8 and val.class_counts()["basophil"] == 8
+    shuffled, _, _ = make_readers(config.replace(sampling="shuffle"), "baseline", sets.csv[0]["baseline"],
+                                  data.val_csv, data.test_csv, data.classes)
+    assert shuffled.class_counts()["basophil"] == 6
+    with pytest.raises(ConfigError, match="sampling must be one of shuffle, balanced"):
+        make_config(tmp_path, sampling="weighted")
 
 
 def copy_split(source: Path, target: Path, drop: str | None = None, add: str | None = None) -> Path:

@@ -124,6 +124,20 @@ def test_kit_is_reproducible_shuffled_and_keeps_the_key_apart(tmp_path, sample_d
     assert [row["source"] for row in read_key(other)] != [row["source"] for row in key]
 
 
+def test_an_even_kit_is_exactly_half_real(tmp_path, sample_data, synthetic_folder):
+    from cellgen.evaluate.expert import _real_counts, _split_counts
+
+    # 7 images per class: rounding each class gave 4 real + 4 real = 8 of 14
+    key = read_key(make_kit(sample_data, synthetic_folder, tmp_path / "kit", n=14, seed=1))
+    assert [row["truth"] for row in key].count("real") == 7
+    assert {sum(row["truth"] == "real" for row in key if row["class"] == name) for name in ("basophil", "eosinophil")} \
+        == {3, 4}
+    # the theses' 100 over 8 classes (13 or 12 each): 50 real, every class within one of half
+    per_class = _split_counts(100, [f"c{index}" for index in range(8)])
+    real = _real_counts(per_class, 0.5)
+    assert sum(real.values()) == 50 and all(abs(real[name] - per_class[name] / 2) <= 0.5 for name in per_class)
+
+
 def test_kit_options_and_errors(tmp_path, sample_data, synthetic_folder):
     kit = make_kit(sample_data, synthetic_folder / "basophil", tmp_path / "flat", n=10, seed=0, real_share=0.3,
                    class_name="basophil", image_size=24)

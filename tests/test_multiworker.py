@@ -99,7 +99,7 @@ class Launched:
     def _kill_worker_after_first_checkpoint(self) -> None:
         checkpoint = self.ddim_out / "checkpoints" / "epoch-0001" / "state.json"
         chief, worker = self.ddim.procs
-        while chief.poll() is None and worker.poll() is None:  # the fixture ends them at the latest
+        while chief.poll() is None and worker.poll() is None:  # the test ends them at the latest
             if checkpoint.is_file():
                 worker.kill()
                 self.killed_at = time.monotonic()

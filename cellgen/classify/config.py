@@ -26,6 +26,7 @@ SYNTHETIC_ARMS = ("synthetic", "classical+synthetic")
 CLASSICAL_ARMS = ("classical", "classical+synthetic")
 MODES = ("multiclass", "binary")
 CLASS_WEIGHTS = ("none", "balanced")
+SAMPLINGS = ("shuffle", "balanced")
 
 
 @dataclasses.dataclass
@@ -48,6 +49,9 @@ class ClassifierConfig(CommonConfig):
         learning_rate: Adam learning rate.
         early_stopping_patience: epochs without a lower validation loss before stopping (0 = off).
         class_weights: ``none`` or ``balanced`` (weights n / (k * n_c) over the training set of an arm).
+        sampling: ``shuffle`` (every training image once per epoch) or ``balanced`` (every class
+            repeated to the largest class's count each epoch, the repeats augmented anew in the
+            classical arms; the epoch grows accordingly, ``steps_per_epoch`` can cap it).
         steps_per_epoch: 0 = one pass over the arm's training set; N > 0 gives every arm the same
             number of optimizer steps (equal compute instead of equal epochs).
         mode: ``multiclass`` (K&C) or ``binary`` (N&Z: ``positive`` against the rest).
@@ -64,6 +68,8 @@ class ClassifierConfig(CommonConfig):
         synthetic_classes: classes that receive synthetic images (default: every class in multiclass
             mode, the positive class in binary mode).
         limit_class: ``{class: fraction}`` of real training images kept in every arm (scarcity study).
+        classical_dihedral: the classical arms flip and turn each image by a multiple of 90 degrees
+            (one of the 8 symmetries of the square, exact pixels), before rotation and zoom.
         classical_rotation: maximum rotation in degrees of the classical arm (K&C: rotate and zoom).
         classical_zoom: maximum relative zoom of the classical arm.
         checkpoint_every: epochs between resumable checkpoints.
@@ -94,6 +100,7 @@ class ClassifierConfig(CommonConfig):
     learning_rate: float = 1e-4
     early_stopping_patience: int = 0
     class_weights: str = "none"
+    sampling: str = "shuffle"
     steps_per_epoch: int = 0
     mode: str = "multiclass"
     positive: str = ""
@@ -107,6 +114,7 @@ class ClassifierConfig(CommonConfig):
     synthetic_match_positive: bool = False
     synthetic_classes: list[str] = dataclasses.field(default_factory=list)
     limit_class: dict[str, float] = dataclasses.field(default_factory=dict)
+    classical_dihedral: bool = True
     classical_rotation: float = 180.0
     classical_zoom: float = 0.1
     checkpoint_every: int = 1
@@ -133,6 +141,8 @@ class ClassifierConfig(CommonConfig):
             raise ConfigError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
         if self.class_weights not in CLASS_WEIGHTS:
             raise ConfigError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.steps_per_epoch < 0:
             raise ConfigError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         if self.mode not in MODES:

@@ -13,6 +13,15 @@ and true negatives TN of the one-vs-rest problem (K&C eqs. 34-38):
 A ratio with a zero denominator is reported as 0 (as scikit-learn's
 ``zero_division=0``), so a class the model never predicts gets precision 0.
 
+Comparing arms (:func:`paired_comparison`): arms trained with the same seed share
+the initial weights, the real training images and their order, so the difference
+of a metric is taken per seed, d_k = arm_k - other_k, and its mean gets a Student-t
+95 % interval over the n seeds, mean(d) ± t_{0.975, n-1} * sd(d) / sqrt(n)
+(:func:`t_interval`). Pairing removes the seed-to-seed spread both arms share, so
+the interval is narrower than one of a difference of independent means. A
+difference is *clear* when its interval excludes 0. :func:`ratio_interval` gives
+Fieller's interval of a ratio of paired means (the share of a loss won back).
+
 Example:
     >>> matrix = confusion_matrix([0, 1, 1], [0, 1, 0], num_classes=2)
     >>> metrics = classification_metrics(matrix, ["a", "b"])
@@ -27,6 +36,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+CONFIDENCE = 0.95
+PAIRED_KEYS = ("weighted_f1", "macro_f1", "accuracy")
 PER_CLASS_KEYS = ("precision", "recall", "f1", "specificity", "accuracy")
 SUMMARY_KEYS = ("accuracy", "weighted_f1", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
 
@@ -131,4 +142,113 @@ def deltas_against(summary: dict[str, Any], baseline: dict[str, Any], classes: S
                for key in PER_CLASS_KEYS}
         for name in classes
     }
+    return result
+
+
+def t_quantile(level: float, degrees_of_freedom: int) -> float:
+    """The two-sided Student-t quantile t_{(1 + level) / 2, df} (``scipy.stats.t``)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2.0, degrees_of_freedom))
+
+
+def t_interval(values: Sequence[float], level: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean of ``values`` with a Student-t interval: mean ± t_{(1+level)/2, n-1} * sd / sqrt(n).
+
+    Returns ``{"mean", "std" (ddof 1), "n", "low", "high", "level", "clear"}``; with fewer than two
+    values ``low``/``high`` are None and ``clear`` False (one value has no spread to estimate).
+    ``clear`` is True when the interval excludes 0.
+
+    Example:
+        >>> result = t_interval([0.1, 0.2, 0.3])
+        >>> round(result["low"], 4), round(result["high"], 4)   # 0.2 ± 4.3027 * 0.1 / sqrt(3)
+        (-0.0484, 0.4484)
+    """
+    array = np.asarray(values, dtype=np.float64)
+    n = int(array.size)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "low": None, "high": None, "level": level, "clear": False}
+    mean = float(array.mean())
+    if n < 2:
+        return {"mean": mean, "std": None, "n": 1, "low": None, "high": None, "level": level, "clear": False}
+    std = float(array.std(ddof=1))
+    half = t_quantile(level, n - 1) * std / math.sqrt(n)
+    low, high = mean - half, mean + half
+    return {"mean": mean, "std": std, "n": n, "low": low, "high": high, "level": level,
+            "clear": bool(low > 0 or high < 0)}
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
+                   level: float = CONFIDENCE) -> dict[str, Any]:
+    """Fieller's interval of R = mean(a) / mean(b) over paired values (a_k, b_k), one pair per seed.
+
+    The interval holds every theta for which the paired t-test of d_k = a_k - theta * b_k does not
+    reject mean(d) = 0 at ``level``: (mean(a) - theta mean(b))^2 <= t^2 / n * var(a - theta b).
+    It is bounded only when mean(b) itself differs clearly from 0; otherwise ``low``/``high`` are
+    None and ``bounded`` False. With b_k constant it is the t interval of mean(a), divided by b.
+
+    Returns ``{"ratio", "low", "high", "n", "level", "bounded"}`` (``ratio`` None when mean(b) = 0).
+    """
+    a = np.asarray(numerators, dtype=np.float64)
+    b = np.asarray(denominators, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"ratio_interval: {a.size} numerators but {b.size} denominators")
+    n = int(a.size)
+    mean_a, mean_b = (float(a.mean()), float(b.mean())) if n else (math.nan, math.nan)
+    ratio = mean_a / mean_b if n and mean_b != 0 else None
+    result = {"ratio": ratio, "low": None, "high": None, "n": n, "level": level, "bounded": False}
+    if n < 2 or ratio is None:
+        return result
+    q = t_quantile(level, n - 1) ** 2 / n
+    s_aa, s_bb = float(a.var(ddof=1)), float(b.var(ddof=1))
+    s_ab = float(np.cov(a, b, ddof=1)[0, 1])
+    # theta^2 (mean_b^2 - q s_bb) - 2 theta (mean_a mean_b - q s_ab) + (mean_a^2 - q s_aa) <= 0
+    quadratic = mean_b ** 2 - q * s_bb
+    linear = mean_a * mean_b - q * s_ab
+    constant = mean_a ** 2 - q * s_aa
+    discriminant = linear ** 2 - quadratic * constant
+    if quadratic <= 0 or discriminant < 0:
+        return result
+    root = math.sqrt(discriminant)
+    result.update(low=(linear - root) / quadratic, high=(linear + root) / quadratic, bounded=True)
+    return result
+
+
+def _values_by_seed(runs: Sequence[dict[str, Any]], path: Sequence[str]) -> dict[int, float]:
+    values = {}
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        values[int(run["seed"])] = float(value)
+    return values
+
+
+def paired_values(runs: Sequence[dict[str, Any]], others: Sequence[dict[str, Any]],
+                  path: Sequence[str]) -> tuple[list[int], list[float], list[float]]:
+    """The seeds both run lists have, with the metric at ``path`` of each (``["per_class", c, "f1"]``)."""
+    mine, theirs = _values_by_seed(runs, path), _values_by_seed(others, path)
+    seeds = sorted(set(mine) & set(theirs))
+    return seeds, [mine[seed] for seed in seeds], [theirs[seed] for seed in seeds]
+
+
+def paired_difference(runs: Sequence[dict[str, Any]], others: Sequence[dict[str, Any]],
+                      path: Sequence[str], level: float = CONFIDENCE) -> dict[str, Any]:
+    """Per-seed differences runs - others of one metric, their mean and t interval (see the module)."""
+    seeds, mine, theirs = paired_values(runs, others, path)
+    differences = [a - b for a, b in zip(mine, theirs)]
+    return {**t_interval(differences, level), "seeds": seeds, "differences": differences,
+            "arm_mean": float(np.mean(mine)) if mine else None,
+            "other_mean": float(np.mean(theirs)) if theirs else None}
+
+
+def paired_comparison(runs: Sequence[dict[str, Any]], others: Sequence[dict[str, Any]],
+                      classes: Sequence[str], level: float = CONFIDENCE) -> dict[str, Any]:
+    """:func:`paired_difference` of weighted F1, macro F1, accuracy and every class's F1.
+
+    Returns ``{"weighted_f1": ..., "macro_f1": ..., "accuracy": ..., "per_class": {name: ...}}``.
+    """
+    result: dict[str, Any] = {key: paired_difference(runs, others, [key], level) for key in PAIRED_KEYS}
+    result["per_class"] = {name: paired_difference(runs, others, ["per_class", name, "f1"], level)
+                           for name in classes}
     return result

@@ -271,7 +271,9 @@ def load_classifier(path: str | os.PathLike) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model file not found: {path}")
-    return keras.saving.load_model(str(path), safe_mode=True)
+    from cellgen.runs import load_model_file
+
+    return load_model_file(path, compile=True)  # a truncated file is reported as damaged
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

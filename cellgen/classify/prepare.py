@@ -70,27 +70,40 @@ def _require_split(value: str, flag: str) -> str:
     return value
 
 
-def prepare_data(config: ClassifierConfig, out: Path, printer: Printer = print) -> ExperimentData:
-    """Checks the splits and writes ``OUT/data/train-all.csv``, ``val.csv`` and ``test.csv``.
+@dataclass
+class CheckedSplits:
+    """The readers of an experiment's checked splits, before anything is written (see :func:`check_data`)."""
 
-    With ``on_error="skip"`` the images are decoded once here; later readers use these
-    lists without a second verification pass.
+    train: DataReader
+    val: DataReader
+    test: DataReader
+    source_classes: list[str]
+    classes: list[str]
+    synthetic_classes: list[str]
+    synthetic: DataReader | None = None
+
+
+def check_data(config: ClassifierConfig, printer: Printer = print) -> CheckedSplits:
+    """Reads and checks the splits (and the synthetic folder) without writing anything, so that bad
+    data fails before the experiment's folder exists.
 
     Raises:
-        DataError: the class sets of train, val, test or the synthetic folder differ,
-            or a class option names an unknown class.
-        ConfigError: a split is missing or synthetic arms have no synthetic source.
+        DataError, ConfigError: as :func:`prepare_data`.
     """
     train_source = _require_split(config.data, "--train")
     val_source = _require_split(config.val_data, "--val")
     test_source = _require_split(config.test_data, "--test")
-    train = reader_for(config, train_source, shuffle=False)
-    val = reader_for(config, val_source, shuffle=False)
-    test = reader_for(config, test_source, shuffle=False)
+    listed = list(config.classes) or None  # --classes: a label outside the list is an error naming it
+    train = reader_for(config, train_source, shuffle=False, classes=listed)
+    val = reader_for(config, val_source, shuffle=False, classes=listed)
+    test = reader_for(config, test_source, shuffle=False, classes=listed)
     mixing.check_class_sets(train.classes, {f"--val {val_source}": val.classes,
                                             f"--test {test_source}": test.classes},
                             reference_name=f"--train {train_source}")
     source_classes = list(train.classes)
+    if len(source_classes) < 2:
+        raise DataError(f"--train {train_source}: one class only ({', '.join(source_classes)}); "
+                        "a classifier needs images of at least 2 classes")
     classes = mixing.model_classes(source_classes, config.mode, config.positive)
     for name in config.limit_class:
         if name not in source_classes:
@@ -101,6 +114,36 @@ def prepare_data(config: ClassifierConfig, out: Path, printer: Printer = print) 
     if unknown:
         raise DataError(f"synthetic_classes: unknown class(es) {', '.join(unknown)} "
                         f"(classes: {', '.join(source_classes)})")
+    if config.uses_synthetic and not (config.synthetic or config.synthetic_from):
+        arms = ", ".join(arm for arm in config.arms if arm in SYNTHETIC_ARMS)
+        raise ConfigError(f"arm(s) {arms} need --synthetic DIR or --synthetic-from RUN")
+    if (config.synthetic or config.synthetic_from) and not config.uses_synthetic:
+        printer("note: no synthetic arm selected; the synthetic images are not used")
+    synthetic = None
+    if config.synthetic and config.uses_synthetic:
+        synthetic = reader_for(config, config.synthetic, shuffle=False, allow_missing_classes=True)
+        if not synthetic.labelled:
+            raise DataError(f"--synthetic {config.synthetic}: expected one sub-folder per class "
+                            f"(e.g. {config.synthetic}/{synthetic_classes[0]}/)")
+        mixing.check_synthetic_classes(source_classes, synthetic.classes, f"--synthetic {config.synthetic}")
+    return CheckedSplits(train, val, test, source_classes, classes, synthetic_classes, synthetic)
+
+
+def prepare_data(config: ClassifierConfig, out: Path, printer: Printer = print,
+                 checked: CheckedSplits | None = None) -> ExperimentData:
+    """Checks the splits (unless ``checked`` by :func:`check_data`) and writes
+    ``OUT/data/train-all.csv``, ``val.csv`` and ``test.csv``.
+
+    With ``on_error="skip"`` the images are decoded once here; later readers use these
+    lists without a second verification pass.
+
+    Raises:
+        DataError: the class sets of train, val, test or the synthetic folder differ,
+            or a class option names an unknown class.
+        ConfigError: a split is missing or synthetic arms have no synthetic source.
+    """
+    checked = checked if checked is not None else check_data(config, printer)
+    train, val, test = checked.train, checked.val, checked.test
     data_dir = out / "data"
     rows = {split: [(path, mixing.label_for(name, config.mode, config.positive), mixing.REAL)
                     for path, name in reader.kept_files()] for split, reader in (("val", val), ("test", test))}
@@ -109,25 +152,16 @@ def prepare_data(config: ClassifierConfig, out: Path, printer: Printer = print) 
                                   [(path, name, mixing.REAL) for path, name in train.kept_files()])
     val_csv = mixing.write_rows(data_dir / "val.csv", rows["val"])
     test_csv = mixing.write_rows(data_dir / "test.csv", rows["test"])
-    data = ExperimentData(source_classes, classes, data_dir, train_csv, val_csv, test_csv, synthetic_classes)
+    data = ExperimentData(checked.source_classes, checked.classes, data_dir, train_csv, val_csv, test_csv,
+                          checked.synthetic_classes)
     data.counts = {"train (real, before limits)": train.class_counts(),
                    "val": mixing.count_rows(rows["val"])[mixing.REAL],
                    "test": mixing.count_rows(rows["test"])[mixing.REAL]}
     for reader in (train, val, test):
         if reader.skipped:
             reader.write_skip_report(data_dir / Path(str(reader.source)).name)  # announces them too
-    if config.uses_synthetic and not (config.synthetic or config.synthetic_from):
-        arms = ", ".join(arm for arm in config.arms if arm in SYNTHETIC_ARMS)
-        raise ConfigError(f"arm(s) {arms} need --synthetic DIR or --synthetic-from RUN")
-    if (config.synthetic or config.synthetic_from) and not config.uses_synthetic:
-        printer("note: no synthetic arm selected; the synthetic images are not used")
-    if config.synthetic and config.uses_synthetic:
-        synthetic = reader_for(config, config.synthetic, shuffle=False, allow_missing_classes=True)
-        if not synthetic.labelled:
-            raise DataError(f"--synthetic {config.synthetic}: expected one sub-folder per class "
-                            f"(e.g. {config.synthetic}/{synthetic_classes[0]}/)")
-        mixing.check_synthetic_classes(source_classes, synthetic.classes, f"--synthetic {config.synthetic}")
-        data.synthetic_pool = group_by_class(synthetic.kept_files())
+    if checked.synthetic is not None:
+        data.synthetic_pool = group_by_class(checked.synthetic.kept_files())
     return data
 
 
@@ -164,7 +198,7 @@ def generate_synthetic(spec: str, counts: dict[str, int], out_dir: Path, seed: i
     or ``class=RUN,...`` with one run per class. Folders that already hold enough images
     (a resumed experiment) are reused.
     """
-    from cellgen.sampling import load_sampler, write_samples
+    from cellgen.sampling import generated_set_seed, load_sampler, write_samples
 
     runs = _parse_synthetic_from(spec)
     needed = {name: count for name, count in counts.items() if count > 0}
@@ -196,7 +230,7 @@ def generate_synthetic(spec: str, counts: dict[str, int], out_dir: Path, seed: i
         if folder.is_dir():
             for stale in existing:
                 os.remove(stale)
-        files = write_samples(sampler, count, folder, seed=seed + 100_003 * index, class_name=class_name,
+        files = write_samples(sampler, count, folder, seed=generated_set_seed(seed, index), class_name=class_name,
                               batch_size=batch_size, prefix=f"synthetic_{name}", progress=progress)
         pool[name] = [str(path) for path in files]
     return pool

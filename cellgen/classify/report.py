@@ -3,7 +3,10 @@
 Per arm: mean and standard deviation over seeds of accuracy, weighted and macro
 F1 (K&C Table 4 reports the weighted F1), per-class precision, recall, F1,
 specificity and the theses' per-class accuracy, and the differences against the
-baseline arm. Confusion matrices (summed over seeds) show the row percentage
+baseline arm. ``paired``: the paired comparisons of :func:`comparison_pairs` (every arm
+against ``baseline``, the synthetic arms against ``classical``): per-seed differences,
+their mean and 95 % t interval, per class and overall
+(:func:`cellgen.classify.metrics.paired_comparison`). Confusion matrices (summed over seeds) show the row percentage
 and the count in each cell, like K&C Figures 20-21 and N&Z Figures 24-26.
 
 Example:
@@ -18,12 +21,26 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from cellgen.classify.metrics import PER_CLASS_KEYS, deltas_against, summarize_runs
+from cellgen.classify.config import SYNTHETIC_ARMS
+from cellgen.classify.metrics import PER_CLASS_KEYS, deltas_against, paired_comparison, summarize_runs
 from cellgen.plots import plot_confusion_matrix, plot_grouped_bars
 from cellgen.runs import write_json
 
 RUN_KEYS = ("seed", "best_epoch", "best_val_loss", "epochs_trained", "train_seconds", "train_images",
             "run_dir", "accuracy", "weighted_f1", "macro_f1")
+
+
+def comparison_pairs(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """The (arm, other) pairs a report compares: every arm against ``baseline``, and each synthetic
+    arm against ``classical`` (do synthetic images add to what the cheap fix already wins?)."""
+    pairs = [(arm, "baseline") for arm in arms if arm != "baseline" and "baseline" in arms]
+    if "classical" in arms:
+        pairs += [(arm, "classical") for arm in arms if arm in SYNTHETIC_ARMS]
+    return pairs
+
+
+def comparison_name(arm: str, other: str) -> str:
+    return f"{arm} - {other}"
 
 
 def build_report(results: dict[str, list[dict[str, Any]]], classes: Sequence[str], config: dict[str, Any],
@@ -49,6 +66,9 @@ def build_report(results: dict[str, list[dict[str, Any]]], classes: Sequence[str
         for arm, summary in arms.items():
             if arm != "baseline":
                 summary["delta_vs_baseline"] = deltas_against(summary, arms["baseline"], classes)
+    paired = {comparison_name(arm, other): {"arm": arm, "against": other,
+                                            **paired_comparison(results[arm], results[other], classes)}
+              for arm, other in comparison_pairs(list(results))}
     return {
         "kind": "classifier_report",
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -59,6 +79,7 @@ def build_report(results: dict[str, list[dict[str, Any]]], classes: Sequence[str
         "seeds": sorted({run["seed"] for runs in results.values() for run in runs}),
         "data": data or {},
         "arms": arms,
+        "paired": paired,
         "config": config,
     }
 
@@ -114,6 +135,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             cells.append(cell)
         lines.append(f"| {name} | {support} | " + " | ".join(cells) + " |")
     lines += ["", "Brackets: difference of the mean against the baseline arm.", ""]
+    lines += paired_markdown(report)
     for arm, summary in arms.items():
         lines += [f"## {arm}: per-class metrics", "",
                   "| class | " + " | ".join(PER_CLASS_KEYS) + " |",
@@ -128,6 +150,37 @@ def report_markdown(report: dict[str, Any]) -> str:
     if data:
         lines += ["## Images", "", "```", _format_counts(data), "```", ""]
     return "\n".join(lines)
+
+
+def interval_text(stats: dict[str, Any], digits: int = 3) -> str:
+    """``+0.012 [-0.004, +0.028]`` (mean and 95 % interval of a paired difference); one seed: no interval."""
+    if stats.get("mean") is None:
+        return "-"
+    if stats.get("low") is None:
+        return f"{stats['mean']:+.{digits}f} (1 seed)"
+    return f"{stats['mean']:+.{digits}f} [{stats['low']:+.{digits}f}, {stats['high']:+.{digits}f}]"
+
+
+def paired_markdown(report: dict[str, Any]) -> list[str]:
+    """The paired-differences table: one row per comparison, weighted F1 and every class's F1."""
+    paired = report.get("paired") or {}
+    if not paired:
+        return []
+    classes = report["classes"]
+    lines = ["## Paired differences (same seeds)", "",
+             "Per seed, arm minus the other arm (same initial weights, real images and order); mean and "
+             "95 % Student-t interval over the seeds. **Bold**: the interval excludes 0.", "",
+             "| comparison | weighted F1 | macro F1 | " + " | ".join(f"F1 {name}" for name in classes) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in classes) + " |"]
+
+    def cell(stats):
+        text = interval_text(stats)
+        return f"**{text}**" if stats.get("clear") else text
+
+    for name, comparison in paired.items():
+        lines.append(f"| {name} | {cell(comparison['weighted_f1'])} | {cell(comparison['macro_f1'])} | "
+                     + " | ".join(cell(comparison["per_class"][c]) for c in classes) + " |")
+    return lines + [""]
 
 
 def _format_counts(data: dict[str, Any], indent: int = 0) -> str:

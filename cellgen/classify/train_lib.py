@@ -50,8 +50,8 @@ from cellgen.classify import mixing
 from cellgen.classify.config import CLASSICAL_ARMS, ClassifierConfig
 from cellgen.classify.metrics import classification_metrics, confusion_matrix
 from cellgen.classify.models import build_classifier_from_config
-from cellgen.classify.prepare import (arm_slug, group_by_class, prepare_data, reader_for, save_class_examples,
-                                      write_training_sets)
+from cellgen.classify.prepare import (arm_slug, check_data, group_by_class, prepare_data, reader_for,
+                                      save_class_examples, write_training_sets)
 from cellgen.config import ConfigError
 from cellgen.data import Augment, DataReader
 from cellgen.runs import RunDir, RunError, TrainingState, read_history, read_json, write_json
@@ -176,21 +176,40 @@ def build_and_compile(config: ClassifierConfig, num_classes: int) -> tuple[keras
     return model, optimizer
 
 
+def classical_augment(config: ClassifierConfig, arm: str) -> Augment | None:
+    """The augmentation of an arm: none, or in the ``classical`` arms the dihedral flips and quarter
+    turns (``classical_dihedral``) followed by ``classical_rotation`` and ``classical_zoom``."""
+    if arm not in CLASSICAL_ARMS:
+        return None
+    return Augment(rotation_degrees=config.classical_rotation, zoom=config.classical_zoom,
+                   horizontal_flip=config.classical_dihedral, rotate90=config.classical_dihedral)
+
+
+def balanced_targets(rows: Sequence[tuple[str, str, str]]) -> dict[str, int]:
+    """Class-balanced sampling: every class of a training list repeated to the largest class's count."""
+    counts: dict[str, int] = {}
+    for _, label, _ in rows:
+        counts[label] = counts.get(label, 0) + 1
+    largest = max(counts.values(), default=0)
+    return {label: largest for label in counts}
+
+
 def make_readers(config: ClassifierConfig, arm: str, train_csv: Path, val_csv: Path, test_csv: Path,
                  classes: Sequence[str]) -> tuple[DataReader, DataReader, DataReader]:
     """The training, validation and test readers of one run.
 
-    Training: shuffled every epoch with the run's seed, classical augmentation in the
-    ``classical`` arms, full batches only when there are enough images (a last batch of
+    Training: shuffled every epoch with the run's seed (so arms with the same files see them in
+    the same order), classical augmentation in the ``classical`` arms (:func:`classical_augment`),
+    every class repeated to the largest one with ``sampling = "balanced"``, full batches only when there are enough images (a last batch of
     one or two images gives batch norm useless statistics). Validation: in binary mode the
     positives are oversampled to the negative count (N&Z Table 4). Test: in file order.
     The file lists were checked when they were written, so there is no second decode pass.
     """
-    augment = (Augment(rotation_degrees=config.classical_rotation, zoom=config.classical_zoom)
-               if arm in CLASSICAL_ARMS else None)
     common = dict(classes=list(classes), batch_size=config.batch_size, verify=False, allow_missing_classes=True)
-    train_reader = reader_for(config, train_csv, shuffle=True, seed=config.seed, augment=augment,
-                           drop_remainder=len(mixing.read_rows(train_csv)) >= config.batch_size, **common)
+    train_rows = mixing.read_rows(train_csv)
+    train_reader = reader_for(config, train_csv, shuffle=True, seed=config.seed, augment=classical_augment(config, arm),
+                              oversample=balanced_targets(train_rows) if config.sampling == "balanced" else None,
+                              drop_remainder=len(train_rows) >= config.batch_size, **common)
     oversample = None
     if config.mode == "binary" and config.oversample_val_positive:
         val_counts = mixing.count_rows(mixing.read_rows(val_csv)).get(mixing.REAL, {})
@@ -414,9 +433,10 @@ def run_experiment(config: ClassifierConfig, resume: bool = False, strategy=None
         precision = set_precision(config.precision)
     # MultiWorkerMirroredStrategy: every worker trains, only the chief writes OUT; the others write a
     # scratch copy, but name the chief's run folders, whose checkpoints they resume from (open_run).
+    checked = check_data(config, printer)  # bad data fails before OUT is written
     experiment = open_run(config, None, resume, strategy)
     out = experiment.path
-    data = prepare_data(config, out, printer)
+    data = prepare_data(config, out, printer, checked=checked)
     experiment.save_classes(data.classes)
     seeds = [config.seed + repeat for repeat in range(config.seeds)]
     printer(f"classes: {', '.join(data.classes)}; arms: {', '.join(config.arms)}; seeds: "

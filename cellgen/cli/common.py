@@ -1,8 +1,9 @@
 """Shared plumbing of the per-stage scripts: error reporting and run set-up.
 
 Scripts print a one-line ``error: ...`` on stderr and exit with status 2 for bad
-input (files, options, configs), 3 when training stopped on a NaN loss, and 130
-on Ctrl-C; a traceback is only shown with ``CELLGEN_DEBUG=1``.
+input (files, options, configs; also running out of memory for the sizes asked for),
+3 when training stopped on a NaN loss, and 130 on Ctrl-C; a traceback is only shown
+with ``CELLGEN_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
             if isinstance(error, NonFiniteLossError):
                 print(f"error: {error}", file=sys.stderr)
                 return EXIT_NON_FINITE
+            if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+                detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                print(f"error: out of memory ({detail}); try a smaller --batch-size or --size",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
             if not isinstance(error, _expected_errors()):
                 raise
             message = str(error).strip() or type(error).__name__

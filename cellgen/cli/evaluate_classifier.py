@@ -26,7 +26,8 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import add_common_arguments, request_from_args
+from cellgen.cli.options import (add_common_arguments, naming_typed_options, request_from_args,
+                                 typed_option_names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,10 +113,13 @@ def config_from_arguments(args: argparse.Namespace):
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    config = config_from_arguments(args)
-    from cellgen.classify.train_lib import run_experiment
+    names = {**typed_option_names(args), **{field: "--" + flag.replace("_", "-") for flag, field in FLAG_FIELDS
+                                           if getattr(args, flag) is not None}}
+    with naming_typed_options(names):  # an error about a field names the option typed (--train, --seeds)
+        config = config_from_arguments(args)
+        from cellgen.classify.train_lib import run_experiment
 
-    report = run_experiment(config, resume=args.resume, verbose=0 if args.quiet else "auto")
+        report = run_experiment(config, resume=args.resume, verbose=0 if args.quiet else "auto")
     for arm, summary in report["arms"].items():
         stats = summary["weighted_f1"]
         print(f"{arm:>20}: weighted F1 {stats['mean']:.4f} ± {stats['std']:.4f} over {stats['n']} seed(s)")

@@ -48,12 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
     from cellgen.config import ConfigError
-    from cellgen.sampling import load_sampler, write_samples
+    from cellgen.sampling import generated_set_seed, load_sampler, write_samples
 
     if (args.n is None) == (args.per_class is None):
         raise ConfigError("give exactly one of --n N or --per-class N")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # Counts and seeds are checked before a model is loaded (--n 0 would load it to write nothing).
+    for flag, value, minimum in (("--n", args.n, 1), ("--per-class", args.per_class, 1),
+                                 ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < minimum:
+            raise ConfigError(f"{flag} must be >= {minimum}, got {value}")
     options = {"epoch": args.epoch, "steps": args.steps, "eta": args.eta, "contrast": args.contrast,
                "guidance": args.guidance, "sampler": args.sampler}
     sampler = load_sampler(args.run, **{key: value for key, value in options.items() if value is not None})
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--per-class needs a conditional model; {args.run} is unconditional "
                               "(fine-tune one model per class and use --n)")
         for index, class_name in enumerate(sampler.classes):
-            write_samples(sampler, args.per_class, out / class_name, seed=args.seed + 100_003 * index,
+            write_samples(sampler, args.per_class, out / class_name, seed=generated_set_seed(args.seed, index),
                           class_name=class_name, batch_size=args.batch_size, prefix=f"synthetic_{class_name}",
                           progress=not args.quiet)
         total = args.per_class * len(sampler.classes)
@@ -71,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.class_name is not None and not sampler.classes:
             raise ConfigError(f"--class needs a conditional model; {args.run} is unconditional "
                               "(train one with --set conditional=true, or fine-tune one model per class)")
+        if args.class_name is not None and args.class_name not in sampler.classes:
+            raise ConfigError(f"--class {args.class_name}: not a class of {args.run} "
+                              f"(classes: {', '.join(sampler.classes)})")
         write_samples(sampler, args.n, out, seed=args.seed, class_name=args.class_name,
                       batch_size=args.batch_size, progress=not args.quiet)
         total = args.n

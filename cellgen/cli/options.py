@@ -7,10 +7,12 @@ library a ``RunRequest`` (or a resolved config).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+from pathlib import Path
 from typing import Any, Callable
 
-from cellgen.config import RunRequest, parse_set_options
+from cellgen.config import ConfigError, RunRequest, parse_set_options
 
 # Common flags -> config fields (a flag wins over --set of the same field).
 FLAG_TO_FIELD = {
@@ -46,7 +48,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, finetune_help: str | None
                             help="train on this class only (e.g. the rare class to fine-tune on)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint (its saved config is reused; "
-                             "--epochs and --set apply to this session only)")
+                             "--set and the flags apply to this session only, a longer --epochs is kept)")
+    parser.add_argument("--keep-set", action="store_true",
+                        help="with --resume: write this session's --set values and flags into the run's "
+                             "config.json, so that later resumes use them too")
     parser.add_argument("--quiet", action="store_true", help="one log line per epoch instead of progress bars")
 
 
@@ -83,10 +88,74 @@ def training_parser(prog: str, doc: str, finetune_help: str | None = None,
     return parser
 
 
+def check_resume_options(args: argparse.Namespace, request: RunRequest) -> None:
+    """``--resume`` and ``--keep-set`` errors that name the options: ``--keep-set`` without
+    ``--resume``, ``--resume`` without ``--out``, or on a folder that holds no run when nothing
+    (``--data``) says how to start one."""
+    keep = bool(getattr(args, "keep_set", False))
+    if keep and not request.resume:
+        raise ConfigError("--keep-set applies to --resume only (a new run keeps all its settings)")
+    if not request.resume:
+        return
+    if not request.out:
+        raise ConfigError("--resume needs --out RUN (the run directory to continue)")
+    out = Path(request.out)
+    if (out / "config.json").is_file() or "data" in request.overrides or request.finetune_from or request.preset:
+        return  # a run to continue, or what a new one needs (a preset may name its data)
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--resume: {out} is not a cellgen run (no config.json)")
+    raise ConfigError(f"--resume: {out} holds no run yet (no config.json); to start one, pass --data "
+                      "(and --config) without --resume")
+
+
+def typed_option_names(args: argparse.Namespace, **stage_fields: Any) -> dict[str, str]:
+    """Config field -> the option the user typed for it: the common flags given (``image_size`` ->
+    ``--size``), the stage's own flags (``backbone_epoch`` -> ``--backbone-epoch``) and ``--class``
+    (also for the reader's ``class_filter``). ``--set KEY=VALUE`` keeps the key's own name."""
+    names = {field: "--" + flag.replace("_", "-") for flag, field in FLAG_TO_FIELD.items()
+             if getattr(args, flag, None) is not None}
+    names.update({field: "--" + field.replace("_", "-") for field, value in stage_fields.items() if value is not None})
+    if getattr(args, "class_name", None) is not None:
+        names.update(class_name="--class", class_filter="--class")
+    return names
+
+
+def with_option_names(error: BaseException, names: dict[str, str]) -> BaseException:
+    """``error`` with a leading config field (``image_size must be ...``, ``class_filter: ...``)
+    replaced by the option the user typed (``--size must be ...``); else ``error`` itself."""
+    if type(error).__name__ not in ("ConfigError", "DataError"):  # their constructors take a message
+        return error
+    text = str(error)
+    for field, option in names.items():
+        if text.startswith(field) and text[len(field):len(field) + 1] in (" ", ":"):
+            return type(error)(option + text[len(field):])
+    return error
+
+
+@contextlib.contextmanager
+def naming_typed_options(names: dict[str, str]):
+    """Re-raises a ConfigError or DataError whose message starts with a config field under the name
+    of the option the user typed (see :func:`with_option_names`)."""
+    try:
+        yield
+    except ValueError as error:
+        renamed = with_option_names(error, names)
+        if renamed is error:
+            raise
+        raise renamed from None
+
+
 def run_trainer(args: argparse.Namespace, library: str, **stage_fields: Any) -> int:
     """Resolves the request of parsed ``args`` with ``LIBRARY.resolve_config`` and trains it with
-    ``LIBRARY.train`` (the library module is imported only now: ``--help`` stays fast)."""
-    module = importlib.import_module(library)
+    ``LIBRARY.train`` (the library module is imported only now: ``--help`` stays fast).
+    ``--keep-set`` keeps a resumed session's settings in the run's config.json."""
     request = request_from_args(args, **stage_fields)
-    module.train(module.resolve_config(request), resume=request.resume, verbose=verbosity(args))
+    check_resume_options(args, request)
+    module = importlib.import_module(library)
+    from cellgen.runs import RunDir
+
+    with naming_typed_options(typed_option_names(args, **stage_fields)):
+        config = module.resolve_config(request)
+        with RunDir.keeping_session_settings(bool(getattr(args, "keep_set", False))):
+            module.train(config, resume=request.resume, verbose=verbosity(args))
     return 0

@@ -26,13 +26,13 @@ from cellgen.cli.common import guarded
 from cellgen.cli.options import run_trainer, training_parser
 
 
-def _backbone_options(parser: argparse.ArgumentParser) -> None:
+def _stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", metavar="RUN", help="trained vanilla_gan run to build on")
     parser.add_argument("--backbone-epoch", type=int, help="saved epoch of the backbone (default: latest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return training_parser("train_acgan.py", __doc__, stage_options=_backbone_options)
+    return training_parser("train_acgan.py", __doc__, stage_options=_stage_options)
 
 
 @guarded

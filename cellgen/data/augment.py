@@ -1,4 +1,4 @@
-"""Classical augmentation (:class:`Augment`: rotation, zoom, flips) applied per image by the reader."""
+"""Classical augmentation (:class:`Augment`: rotation, zoom, flips, 90-degree turns) applied per image by the reader."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class Augment:
             in [0, 1)), or from [low, high] given as a pair; > 1 magnifies.
         horizontal_flip: mirror left-right with probability 0.5.
         vertical_flip: mirror top-bottom with probability 0.5.
+        rotate90: turn by k x 90 degrees, k uniform in {0, 1, 2, 3}. With ``horizontal_flip``
+            every image goes through one of the 8 symmetries of the square (the dihedral
+            group D4) with probability 1/8 each: exact pixels, no interpolation (see
+            :meth:`dihedral`). A stained cell has no orientation. Non-square images turn by
+            0 or 180 degrees only.
 
     Example:
         >>> reader = DataReader("train", image_size=64,
@@ -37,6 +42,7 @@ class Augment:
     zoom: float | tuple[float, float] = 0.0
     horizontal_flip: bool = False
     vertical_flip: bool = False
+    rotate90: bool = False
     zoom_range: tuple[float, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -54,13 +60,27 @@ class Augment:
                             f"got {self.zoom!r}")
         object.__setattr__(self, "zoom_range", zoom_range)
 
+    @classmethod
+    def dihedral(cls, rotation_degrees: float = 0.0, zoom: float | tuple[float, float] = 0.0) -> "Augment":
+        """Random flip and 90-degree turn (the 8 symmetries of the square), then rotation and zoom."""
+        return cls(rotation_degrees=rotation_degrees, zoom=zoom, horizontal_flip=True, rotate90=True)
+
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Returns an augmented copy of a uint8 (H, W, 3) image; draws 4 numbers from ``rng``."""
+        """Returns an augmented copy of a uint8 (H, W, 3) image.
+
+        Draws 4 numbers from ``rng`` (a fifth, the quarter turns, only with ``rotate90``, so the
+        draws of the other options do not change when it is off).
+        """
         flip_h, flip_v, angle_draw, zoom_draw = rng.random(4)
         if self.horizontal_flip and flip_h < 0.5:
             image = image[:, ::-1]
         if self.vertical_flip and flip_v < 0.5:
             image = image[::-1]
+        if self.rotate90:
+            turns = int(rng.integers(4))
+            if image.shape[0] != image.shape[1]:
+                turns -= turns % 2  # a non-square image keeps its shape: 0 or 180 degrees
+            image = np.rot90(image, k=turns)
         angle = (2.0 * angle_draw - 1.0) * self.rotation_degrees
         low, high = self.zoom_range
         scale = low + (high - low) * zoom_draw

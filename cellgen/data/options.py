@@ -69,34 +69,34 @@ def _check_class_filter(class_filter, classes: list[str]) -> list[int]:
     return sorted(classes.index(name) for name in set(names))
 
 
+def _class_items(mapping, option: str, what: str, classes: list[str]) -> list[tuple[int, str, object]]:
+    """``(class id, class name, value)`` of an option that maps class names to values (None: none)."""
+    if mapping is None:
+        return []
+    if not isinstance(mapping, dict):
+        raise DataError(f"{option} must be a dict class -> {what}, got {mapping!r}")
+    _check_known(mapping, option, classes)
+    return [(classes.index(name), name, value) for name, value in mapping.items()]
+
+
 def _check_class_limits(class_limits, classes: list[str]) -> dict[int, int | float]:
-    if class_limits is None:
-        return {}
-    if not isinstance(class_limits, dict):
-        raise DataError(f"class_limits must be a dict class -> count or fraction, got {class_limits!r}")
-    _check_known(class_limits, "class_limits", classes)
     limits = {}
-    for name, limit in class_limits.items():
+    for index, name, limit in _class_items(class_limits, "class_limits", "count or fraction", classes):
         if _is_int(limit) and limit >= 1:
-            limits[classes.index(name)] = int(limit)
+            limits[index] = int(limit)
         elif _is_real(limit) and not _is_int(limit) and 0 < limit <= 1:
-            limits[classes.index(name)] = float(limit)
+            limits[index] = float(limit)
         else:
             raise DataError(f"class_limits[{name!r}] must be a count >= 1 or a fraction in (0, 1], got {limit!r}")
     return limits
 
 
 def _check_oversample(oversample, classes: list[str]) -> dict[int, int]:
-    if oversample is None:
-        return {}
-    if not isinstance(oversample, dict):
-        raise DataError(f"oversample must be a dict class -> target count, got {oversample!r}")
-    _check_known(oversample, "oversample", classes)
     targets = {}
-    for name, target in oversample.items():
+    for index, name, target in _class_items(oversample, "oversample", "target count", classes):
         if not _is_int(target) or target < 1:
             raise DataError(f"oversample[{name!r}] must be a target count >= 1, got {target!r}")
-        targets[classes.index(name)] = int(target)
+        targets[index] = int(target)
     return targets
 
 

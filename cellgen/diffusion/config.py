@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every, one_of
+from cellgen.diffusion.schedules import SCHEDULES, schedule_from_config
 
 BLOCK_KINDS = ("r2", "residual", "plain")
 NORMALIZATIONS = ("batch", "group", "none")
@@ -124,6 +125,36 @@ class DiffusionConfig(CommonConfig):
     """
 
     kind: ClassVar[str] = "ddim"
+    ranges = {
+        "block_kind": one_of(*BLOCK_KINDS),
+        "normalization": one_of(*NORMALIZATIONS),
+        "pooling": one_of(*POOLINGS),
+        "loss": one_of(*LOSSES),
+        "time_mode": one_of(*TIME_MODES),
+        "optimizer": one_of("adamw", "adam"),
+        "schedule": one_of(*SCHEDULES),
+        **dict.fromkeys(("depth", "base_width", "block_depth", "recurrence", "normalizer_batches", "diffusion_steps",
+                         "kid_diffusion_steps", "checkpoint_every", "grid_size", "class_embedding_dims",
+                         "condition_dims"), at_least(1)),
+        "widths": every(at_least(1)),
+        "batch_norm_momentum": between(0, 1, high_open=True),
+        "embedding_max_frequency": above(1),
+        "timesteps": at_least(2),
+        "learning_rate": above(0),
+        "weight_decay": at_least(0),
+        "ema": between(0, 1, high_open=True),
+        "sample_eta": between(0, 1),
+        "contrast": between(0, 127, high_open=True),
+        "kid_images": at_least(2),
+        **dict.fromkeys(("sample_every", "save_every", "finetune_epoch"), at_least(0)),
+        "prediction": one_of(*PREDICTIONS),
+        "loss_weighting": one_of(*LOSS_WEIGHTINGS),
+        "augment": one_of(*AUGMENTATIONS),
+        "sampler": one_of(*SAMPLERS),
+        "min_snr_gamma": above(0),
+        "label_dropout": between(0, 1, high_open=True),
+        "guidance": at_least(0),
+    }
 
     image_size: int = 192
     crop: float = 0.0
@@ -237,98 +268,25 @@ class DiffusionConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        _choice("block_kind", self.block_kind, BLOCK_KINDS)
-        _choice("normalization", self.normalization, NORMALIZATIONS)
-        _choice("pooling", self.pooling, POOLINGS)
-        _choice("loss", self.loss, LOSSES)
-        _choice("time_mode", self.time_mode, TIME_MODES)
-        _choice("optimizer", self.optimizer, ("adamw", "adam"))
-        from cellgen.diffusion.schedules import SCHEDULES, schedule_from_config
-
-        _choice("schedule", self.schedule, tuple(SCHEDULES))
-        if self.depth < 1:
-            raise ConfigError(f"depth must be >= 1, got {self.depth}")
-        if self.base_width < 1:
-            raise ConfigError(f"base_width must be >= 1, got {self.base_width}")
-        if any(width < 1 for width in self.widths):
-            raise ConfigError(f"widths must be positive, got {self.widths}")
-        if self.block_depth < 1:
-            raise ConfigError(f"block_depth must be >= 1, got {self.block_depth}")
-        if self.recurrence < 1:
-            raise ConfigError(f"recurrence must be >= 1, got {self.recurrence}")
         if self.normalization == "group":
-            bad = [width for width in self.widths_resolved() if width % self.group_norm_groups]
-            if self.group_norm_groups < 1 or bad:
+            widths = self.widths_resolved()
+            if self.group_norm_groups < 1 or any(width % self.group_norm_groups for width in widths):
                 raise ConfigError(f"group_norm_groups={self.group_norm_groups} must divide every level's "
-                                  f"width {self.widths_resolved()}")
-        if not 0.0 <= self.batch_norm_momentum < 1.0:
-            raise ConfigError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+                                  f"width {widths}")
         if self.embedding_dims < 2 or self.embedding_dims % 2:
             raise ConfigError(f"embedding_dims must be an even number >= 2, got {self.embedding_dims}")
-        if not self.embedding_max_frequency > 1.0:
-            raise ConfigError(f"embedding_max_frequency must be > 1, got {self.embedding_max_frequency}")
-        if not 0.0 <= self.min_signal_rate < self.max_signal_rate <= 1.0:
-            raise ConfigError("need 0 <= min_signal_rate < max_signal_rate <= 1, got "
-                              f"{self.min_signal_rate} and {self.max_signal_rate}")
-        schedule_from_config(self)  # checks the schedule's own parameters
-        if self.timesteps < 2:
-            raise ConfigError(f"timesteps must be >= 2, got {self.timesteps}")
+        schedule_from_config(self)  # the schedule's own parameters and the signal-rate clip
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ConfigError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
-        if self.normalizer_batches < 1:
-            raise ConfigError(f"normalizer_batches must be >= 1, got {self.normalizer_batches}")
-        if self.diffusion_steps < 1:
-            raise ConfigError(f"diffusion_steps must be >= 1, got {self.diffusion_steps}")
-        if not 0.0 <= self.sample_eta <= 1.0:
-            raise ConfigError(f"sample_eta must be in [0, 1], got {self.sample_eta}")
-        if not 0.0 <= self.contrast < 127.0:
-            raise ConfigError(f"contrast must be in [0, 127), got {self.contrast}")
-        if self.kid_images < 2:
-            raise ConfigError(f"kid_images must be >= 2, got {self.kid_images}")
         if self.kid_image_size < 75 and self.kid_encoder == "inception":
             raise ConfigError(f"kid_image_size must be >= 75 for InceptionV3, got {self.kid_image_size}")
-        if self.kid_diffusion_steps < 1:
-            raise ConfigError(f"kid_diffusion_steps must be >= 1, got {self.kid_diffusion_steps}")
-        for name in ("sample_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.grid_size < 1:
-            raise ConfigError(f"grid_size must be >= 1, got {self.grid_size}")
-        if self.finetune_epoch < 0:
-            raise ConfigError(f"finetune_epoch must be >= 0, got {self.finetune_epoch}")
-        _choice("prediction", self.prediction, PREDICTIONS)
-        _choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
-        _choice("augment", self.augment, AUGMENTATIONS)
-        _choice("sampler", self.sampler, SAMPLERS)
         if self.sampler == "ddpm" and self.time_mode != "discrete":
             raise ConfigError("sampler='ddpm' needs time_mode='discrete' (ancestral sampling over T steps)")
         if self.sampler in ("dpmpp_2m", "heun") and self.sample_eta:
             raise ConfigError(f"sample_eta={self.sample_eta}: the {self.sampler} sampler is deterministic "
                               "(eta applies to ddim only)")
-        if not self.min_snr_gamma > 0:
-            raise ConfigError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ConfigError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        if self.guidance < 0:
-            raise ConfigError(f"guidance must be >= 0, got {self.guidance}")
-        if self.class_embedding_dims < 1 or self.condition_dims < 1:
-            raise ConfigError(f"class_embedding_dims and condition_dims must be >= 1, got "
-                              f"{self.class_embedding_dims} and {self.condition_dims}")
         if len(set(self.class_names)) != len(self.class_names) or any(not name for name in self.class_names):
             raise ConfigError(f"class_names must be distinct and non-empty, got {self.class_names}")
         if self.class_name and self.conditional and self.class_names and self.class_name not in self.class_names:
             raise ConfigError(f"class_name={self.class_name!r} is not one of the conditional network's "
                               f"class_names ({', '.join(self.class_names)})")
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}")

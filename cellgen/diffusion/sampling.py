@@ -77,14 +77,10 @@ def load_diffusion_config(run: RunDir | str | os.PathLike) -> DiffusionConfig:
 
 
 def _load_keras(path: Path):
-    import keras
-
     import cellgen.diffusion.ddim  # noqa: F401  (registers DiffusionModel and the layers)
+    from cellgen.runs import load_model_file
 
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (ValueError, OSError, TypeError) as error:
-        raise RunError(f"{path}: cannot load ({str(error).splitlines()[0]})") from None
+    return load_model_file(path)  # a truncated file is reported as damaged
 
 
 def load_diffusion_model(run: RunDir | str | os.PathLike, epoch: int | None = None, rebuild: bool = False):

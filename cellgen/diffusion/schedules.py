@@ -224,7 +224,7 @@ def plot_schedules(schedules: Mapping[str, NoiseSchedule], path: str | os.PathLi
         >>> plot_schedules({"sigmoid 0,3,0.6": make_schedule("sigmoid"),
         ...                 "cosine": make_schedule("cosine")}, "schedules.png")  # doctest: +SKIP
     """
-    from cellgen.plots import plt  # Agg backend
+    from cellgen.plots import plt, save_figure  # Agg backend
 
     times = np.linspace(0.0, 1.0, points, dtype=np.float32)
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -237,9 +237,4 @@ def plot_schedules(schedules: Mapping[str, NoiseSchedule], path: str | os.PathLi
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     axis.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

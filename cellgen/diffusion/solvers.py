@@ -98,12 +98,18 @@ def continuous_rate_sequence(schedule: NoiseSchedule, steps: int, start_time: fl
     return tf.convert_to_tensor(signal_rates, tf.float32), tf.convert_to_tensor(noise_rates, tf.float32)
 
 
-def discrete_rate_sequence(schedule: DiscreteSchedule, steps: int, start_step: int | None = None):
-    """Rates of ``steps`` evenly strided DDPM steps from ``start_step`` (default T - 1) down to 0,
-    followed by the clean level (signal 1, noise 0): DDIM on a discrete schedule (Song et al. 2021 §4.2)."""
+def _start_step(schedule: DiscreteSchedule, start_step: int | None) -> int:
+    """The 0-based step to start from: ``start_step``, or the noisiest (T - 1) by default."""
     last = schedule.timesteps - 1 if start_step is None else int(start_step)
     if not 0 <= last < schedule.timesteps:
         raise ValueError(f"start_step must be in [0, {schedule.timesteps}), got {start_step}")
+    return last
+
+
+def discrete_rate_sequence(schedule: DiscreteSchedule, steps: int, start_step: int | None = None):
+    """Rates of ``steps`` evenly strided DDPM steps from ``start_step`` (default T - 1) down to 0,
+    followed by the clean level (signal 1, noise 0): DDIM on a discrete schedule (Song et al. 2021 §4.2)."""
+    last = _start_step(schedule, start_step)
     if not 1 <= steps <= last + 1:
         raise ValueError(f"steps must be in [1, {last + 1}], got {steps}")
     indices = np.unique(np.round(np.linspace(last, 0, steps)).astype(np.int64))[::-1]
@@ -189,14 +195,8 @@ def dpmpp_2m_solve(denoise: Denoiser, initial_noise, signal_rates, noise_rates) 
     ``x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda x0(x_lambda) d lambda``
     (the exact solution of their data-prediction ODE), approximating ``x0`` along the path
     linearly from the last two data predictions. Deterministic; one network call per level.
-
-    Args:
-        denoise: ``(x, signal_rate, noise_rate) -> (pred_noise, pred_image)``.
-        initial_noise: ``x`` at level 0.
-        signal_rates, noise_rates: ``steps + 1`` levels, as for :func:`ddim_solve`.
-
-    Returns:
-        The data prediction of the last evaluated level (float32).
+    Arguments as for :func:`ddim_solve` (no ``eta``, no ``seed``); returns the data prediction
+    of the last evaluated level (float32).
     """
     x, signal_rates, noise_rates, steps = _levels(initial_noise, signal_rates, noise_rates)
 
@@ -234,14 +234,7 @@ def heun_solve(denoise: Denoiser, initial_noise, signal_rates, noise_rates) -> t
     ``x_hat = x / alpha`` and ``s = sigma / alpha`` (their ODE with scaling ``s(t) = alpha``), where
     the ODE is ``dx_hat/ds = (x_hat - D(x_hat; s)) / s = eps_hat``. Costs ``2 * steps - 1``
     network calls (an Euler step, which is a DDIM step, then a trapezoidal correction).
-
-    Args:
-        denoise: ``(x, signal_rate, noise_rate) -> (pred_noise, pred_image)``.
-        initial_noise: ``x`` at level 0.
-        signal_rates, noise_rates: ``steps + 1`` levels, as for :func:`ddim_solve`.
-
-    Returns:
-        The data prediction of the last evaluated level (float32).
+    Arguments and result as for :func:`dpmpp_2m_solve`.
     """
     x, signal_rates, noise_rates, steps = _levels(initial_noise, signal_rates, noise_rates)
     scaled_sigmas = noise_rates / signal_rates
@@ -296,9 +289,7 @@ def ddpm_solve(denoise: Denoiser, initial_noise, schedule: DiscreteSchedule, see
     Returns:
         ``x_0`` (float32).
     """
-    last = schedule.timesteps - 1 if start_step is None else int(start_step)
-    if not 0 <= last < schedule.timesteps:
-        raise ValueError(f"start_step must be in [0, {schedule.timesteps}), got {start_step}")
+    last = _start_step(schedule, start_step)
     betas = tf.constant(schedule.betas, tf.float32)
     alpha_bars = tf.constant(schedule.alpha_bars, tf.float32)
     x = tf.cast(initial_noise, tf.float32)

@@ -38,10 +38,9 @@ from cellgen.evaluate.fid import fid_from_features, fid_infinity
 from cellgen.evaluate.kid import kernel_inception_distance
 from cellgen.evaluate.memorization import memorization_statistics, pixel_vectors
 from cellgen.evaluate.prdc import precision_recall_density_coverage
+from cellgen.sampling import generated_set_seed
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
-# Seeds of generator batches: seed s, batch b -> s * SEED_STRIDE + b (disjoint streams for s < stride).
-SEED_STRIDE = 100_003
 
 MARKDOWN_NOTES = """\
 Notes: FID is biased in n (its expectation falls with the number of images,
@@ -93,7 +92,7 @@ def _sampler_batches(sampler, count: int, seed: int, class_name: str | None, bat
                      image_size: int) -> Iterator[np.ndarray]:
     for batch_index, start in enumerate(range(0, count, batch_size)):
         size = min(batch_size, count - start)
-        images = np.asarray(sampler.sample(size, seed=seed * SEED_STRIDE + batch_index, class_name=class_name,
+        images = np.asarray(sampler.sample(size, seed=generated_set_seed(0, seed) + batch_index, class_name=class_name,
                                            batch_size=size), dtype=np.float32)
         yield _resize_uint8_or_float(images, image_size)
 

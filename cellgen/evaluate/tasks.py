@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-from cellgen.config import ConfigError
+from cellgen.config import ConfigError, Range, at_least, check_ranges, option_flag
 
 
 def options_argv(options: Any, flags: Mapping[str, str] | None = None,
@@ -42,7 +42,7 @@ def options_argv(options: Any, flags: Mapping[str, str] | None = None,
         has_default = field.default is not dataclasses.MISSING
         if value is None or (has_default and value == field.default):
             continue
-        flag = flags.get(field.name, "--" + field.name.replace("_", "-"))
+        flag = flags.get(field.name, option_flag(field.name))
         if isinstance(value, bool):
             if field.name in inverted:
                 if not value:
@@ -54,13 +54,6 @@ def options_argv(options: Any, flags: Mapping[str, str] | None = None,
         else:
             argv += [flag, str(value)]
     return argv
-
-
-def _require_positive(options: Any, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(options, name)
-        if value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 # Generator evaluation ------------------------------------------------------------
@@ -91,6 +84,12 @@ class GeneratorEvaluation:
         progress: progress bars.
         epoch, steps, eta, contrast: sampler options of ``run``.
     """
+
+    ranges: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("n", "seeds", "batch_size", "memorization_n", "pixel_size", "nearest_k", "kid_subsets"),
+                        at_least(1)),
+        "size": at_least(8),
+    }
 
     real: str
     out: str
@@ -140,10 +139,7 @@ class GeneratorEvaluation:
             raise ConfigError("give exactly one of --generated DIR or --run RUN")
         if (Path(self.out) / "metrics.json").exists() and not self.overwrite:
             raise ConfigError(f"--out {self.out}: holds results already; pass --overwrite or choose another folder")
-        _require_positive(self, ("n", "seeds", "batch_size", "memorization_n", "pixel_size", "nearest_k",
-                                 "kid_subsets"))
-        if self.size is not None and self.size < 8:
-            raise ConfigError(f"--size must be at least 8, got {self.size}")
+        check_ranges(self, self.ranges, label=option_flag)
         for path, option in ((self.real, "--real"), (self.generated, "--generated"), (self.train, "--train")):
             if path is not None and not str(path).startswith("tfds:") and not Path(path).exists():
                 raise ConfigError(f"{option}: {path} not found")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import ConfigError
+from cellgen.config import at_least, one_of
 from cellgen.gan.config import AdversarialConfig
 
 HEAD_OUTPUT_ACTIVATIONS = ("relu", "linear")
@@ -49,6 +49,11 @@ class ACGANConfig(AdversarialConfig):
     """
 
     kind: ClassVar[str] = "acgan"
+    ranges = {
+        **dict.fromkeys(("latent_dim", "head_layers", "head_units", "samples_per_class"), at_least(1)),
+        "generator_head_output": one_of(*HEAD_OUTPUT_ACTIVATIONS),
+        "backbone_epoch": at_least(0, note="0 = latest"),
+    }
 
     image_size: int = 256
     batch_size: int = 32
@@ -62,11 +67,3 @@ class ACGANConfig(AdversarialConfig):
     generator_head_output: str = "relu"
     samples_per_class: int = 8
 
-    def validate(self) -> None:
-        super().validate()
-        self.require_positive("latent_dim", "head_layers", "head_units", "samples_per_class")
-        if self.generator_head_output not in HEAD_OUTPUT_ACTIVATIONS:
-            raise ConfigError(f"generator_head_output must be one of {', '.join(HEAD_OUTPUT_ACTIVATIONS)}; "
-                              f"got {self.generator_head_output!r}")
-        if self.backbone_epoch < 0:
-            raise ConfigError(f"backbone_epoch must be >= 0 (0 = latest), got {self.backbone_epoch}")

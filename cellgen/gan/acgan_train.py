@@ -100,9 +100,15 @@ class ACGANStage(GANStage):
     with_labels = True
 
     def make_readers(self):
-        # The backbone is checked before the run directory exists.
+        # The backbone and the data are checked before the run directory exists.
         self.backbone_run, self.backbone_config, self.backbone_epoch = load_backbone(self.config)
-        return super().make_readers()
+        reader, val_reader = super().make_readers()
+        if len(reader.classes) < 2:
+            from cellgen.data import DataError
+
+            raise DataError(f"{self.config.data}: one class only ({', '.join(reader.classes)}); "
+                            "an AC-GAN needs images of at least 2 classes")
+        return reader, val_reader
 
     def log_line(self) -> str:
         reader = self.reader

@@ -30,7 +30,8 @@ import dataclasses
 import math
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, load_config  # noqa: F401  (doctest)
+from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every, one_of
+from cellgen.config import load_config  # noqa: F401  (doctest)
 
 UPSAMPLING_KINDS = ("transposed", "nearest")
 # DiffAugment policies (Zhao et al. 2020), applied in this order: see cellgen.gan.diffaugment.
@@ -71,6 +72,15 @@ class AdversarialConfig(CommonConfig):
             of rare classes here).
     """
 
+    ranges = {
+        **dict.fromkeys(("g_learning_rate", "d_learning_rate"), above(0)),
+        **dict.fromkeys(("g_beta_1", "d_beta_1"), between(0, 1, high_open=True)),
+        **dict.fromkeys(("sample_every", "save_every", "checkpoint_every", "keep_checkpoints"), at_least(1)),
+        "augment": every(one_of(*AUGMENT_POLICIES)),
+        "ada_target": between(0, 1, low_open=True, high_open=True),
+        "ada_kimg": above(0),
+    }
+
     g_learning_rate: float = 2e-4
     d_learning_rate: float = 2e-4
     g_beta_1: float = 0.5
@@ -87,30 +97,9 @@ class AdversarialConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        unknown = [name for name in self.augment if name not in AUGMENT_POLICIES]
-        if unknown:
-            raise ConfigError(f"augment: unknown polic{'ies' if len(unknown) > 1 else 'y'} "
-                              f"{', '.join(map(repr, unknown))}; valid: {', '.join(AUGMENT_POLICIES)}")
         if self.ada and not self.augment:
             raise ConfigError("ada adapts the probability of the augment policies: set augment too "
                               f"(e.g. --set augment={','.join(AUGMENT_POLICIES)})")
-        if not 0 < self.ada_target < 1:
-            raise ConfigError(f"ada_target must be in (0, 1), got {self.ada_target}")
-        if not self.ada_kimg > 0:
-            raise ConfigError(f"ada_kimg must be > 0, got {self.ada_kimg}")
-        for name in ("g_learning_rate", "d_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("g_beta_1", "d_beta_1"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        self.require_positive("sample_every", "save_every", "checkpoint_every", "keep_checkpoints")
-
-    def require_positive(self, *names: str) -> None:
-        """Raises ConfigError naming the first of ``names`` that is below 1."""
-        for name in names:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -167,6 +156,18 @@ class VanillaGANConfig(AdversarialConfig):
     """
 
     kind: ClassVar[str] = "vanilla_gan"
+    ranges = {
+        **dict.fromkeys(("latent_dim", "start_size", "depth_g", "depth_d", "d_layers", "kernel_size", "d_steps",
+                         "g_steps", "sample_count"), at_least(1)),
+        "upsampling": one_of(*UPSAMPLING_KINDS),
+        "g_activation": one_of(*ACTIVATIONS),
+        "leaky_slope": at_least(0),
+        **dict.fromkeys(("dropout", "bn_momentum"), between(0, 1, high_open=True)),
+        "init_std": at_least(0, note="0 = Glorot uniform"),
+        **dict.fromkeys(("real_label", "fake_label"), between(0, 1)),
+        "finetune_epoch": at_least(0, note="0 = latest"),
+        "freeze_d_side": one_of(*FREEZE_SIDES, note="input: FreezeD, Mo et al. 2020; output: N&Z section 5.1"),
+    }
 
     image_size: int = 256
     epochs: int = 75
@@ -214,14 +215,10 @@ class VanillaGANConfig(AdversarialConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.require_positive("latent_dim", "start_size", "d_layers", "kernel_size", "d_steps", "g_steps",
-                              "sample_count")
         ratio = self.image_size / self.start_size
         if ratio < 2 or not float(ratio).is_integer() or int(ratio) & (int(ratio) - 1):
             raise ConfigError(f"image_size {self.image_size} must be start_size {self.start_size} times a power "
                               f"of two (>= 2); e.g. start_size=4 for 32-256 px, start_size=7 for 28 px")
-        if self.depth_g < 1 or self.depth_d < 1:
-            raise ConfigError(f"depth_g and depth_d must be >= 1, got {self.depth_g} and {self.depth_d}")
         smallest = self.depth_g // 2 ** (self.upsampling_layers - 1)
         if smallest < 1:
             raise ConfigError(f"depth_g {self.depth_g} is too small for {self.upsampling_layers} up-sampling "
@@ -229,26 +226,6 @@ class VanillaGANConfig(AdversarialConfig):
         if self.image_size < 2 ** self.d_layers:
             raise ConfigError(f"image_size {self.image_size} is too small for d_layers={self.d_layers} "
                               f"stride-2 convolutions")
-        if self.upsampling not in UPSAMPLING_KINDS:
-            raise ConfigError(f"upsampling must be one of {', '.join(UPSAMPLING_KINDS)}; got {self.upsampling!r}")
-        if self.g_activation not in ACTIVATIONS:
-            raise ConfigError(f"g_activation must be one of {', '.join(ACTIVATIONS)}; got {self.g_activation!r}")
-        if self.leaky_slope < 0:
-            raise ConfigError(f"leaky_slope must be >= 0, got {self.leaky_slope}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.bn_momentum < 1:
-            raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        if self.init_std < 0:
-            raise ConfigError(f"init_std must be >= 0 (0 = Glorot uniform), got {self.init_std}")
-        for name in ("real_label", "fake_label"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.finetune_epoch < 0:
-            raise ConfigError(f"finetune_epoch must be >= 0 (0 = latest), got {self.finetune_epoch}")
         if not 0 <= self.freeze_d_layers <= self.d_layers:
             raise ConfigError(f"freeze_d_layers must be between 0 and d_layers={self.d_layers}, "
                               f"got {self.freeze_d_layers}")
-        if self.freeze_d_side not in FREEZE_SIDES:
-            raise ConfigError(f"freeze_d_side must be 'input' (FreezeD paper) or 'output' (N&Z); "
-                              f"got {self.freeze_d_side!r}")

@@ -60,11 +60,9 @@ def load_gan_config(run: RunDir | str | os.PathLike) -> VanillaGANConfig:
 def load_saved_model(path: Path) -> keras.Model:
     """A network saved under ``models/`` (``safe_mode=True``, not compiled); RunError if it cannot load."""
     import cellgen.gan.networks  # noqa: F401  (registers the layers the networks are saved with)
+    from cellgen.runs import load_model_file
 
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (ValueError, OSError) as error:
-        raise RunError(f"{path}: cannot load ({error})") from None
+    return load_model_file(path)  # a truncated file is reported as damaged
 
 
 def load_gan_models(run: RunDir | str | os.PathLike, epoch: int | None = None,

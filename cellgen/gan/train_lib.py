@@ -79,7 +79,8 @@ class GANStage(TrainingStage):
         config = self.config
         reader = training_reader(config.data, config.batch_size, image_size=config.image_size,
                                  crop=crop_option(config.crop), seed=config.seed, on_error=config.on_error,
-                                 workers=config.workers, class_filter=self.class_filter())
+                                 workers=config.workers, class_filter=self.class_filter(),
+                                 classes=config.classes or None)
         return reader, None
 
     def train_dataset(self, reader, start_epoch: int):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import CommonConfig, above, at_least, between
 
 # Fields that decide the encoder's weights or what it inverts: a resumed run keeps them.
 FIXED_ON_RESUME = ("image_size", "generator", "generator_epoch", "depth", "dropout")
@@ -33,6 +33,14 @@ class LatentEncoderConfig(CommonConfig):
     """
 
     kind: ClassVar[str] = "latent_encoder"
+    ranges = {
+        "learning_rate": above(0),
+        **dict.fromkeys(("beta_1", "dropout"), between(0, 1, high_open=True)),
+        "depth": at_least(0, note="0 = the discriminator's depth_d"),
+        "generator_epoch": at_least(0, note="0 = latest"),
+        **dict.fromkeys(("sample_count", "sample_every", "save_every", "checkpoint_every", "keep_checkpoints"),
+                        at_least(1)),
+    }
 
     image_size: int = 256
     batch_size: int = 32
@@ -49,18 +57,3 @@ class LatentEncoderConfig(CommonConfig):
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
 
-    def validate(self) -> None:
-        super().validate()
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.beta_1 < 1:
-            raise ConfigError(f"beta_1 must be in [0, 1), got {self.beta_1}")
-        if self.depth < 0:
-            raise ConfigError(f"depth must be >= 0 (0 = the discriminator's depth_d), got {self.depth}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.generator_epoch < 0:
-            raise ConfigError(f"generator_epoch must be >= 0 (0 = latest), got {self.generator_epoch}")
-        for name in ("sample_count", "sample_every", "save_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

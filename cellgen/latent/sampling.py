@@ -45,11 +45,9 @@ def load_encoder(run: RunDir | str | os.PathLike, epoch: int | None = None
     run = _as_run(run)
     config = run.load_config(LatentEncoderConfig)
     path = run.model_path(MODEL_KIND, run.resolve_epoch(MODEL_KIND, epoch, what="encoder"))
-    try:
-        encoder = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (ValueError, OSError) as error:
-        raise RunError(f"{path}: cannot load ({error})") from None
-    return encoder, config
+    from cellgen.runs import load_model_file
+
+    return load_model_file(path), config  # a truncated file is reported as damaged
 
 
 def load_encoder_run(run: RunDir | str | os.PathLike, epoch: int | None = None

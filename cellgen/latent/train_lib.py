@@ -86,7 +86,7 @@ class EncoderStage(TrainingStage):
         self.config = config = resolve_generator(self.config)
         reader = training_reader(config.data, config.batch_size, image_size=config.image_size,
                                  crop=crop_option(config.crop), seed=config.seed, on_error=config.on_error,
-                                 workers=config.workers)
+                                 workers=config.workers, classes=config.classes or None)
         return reader, None
 
     def log_line(self) -> str:

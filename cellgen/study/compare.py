@@ -34,9 +34,9 @@ import importlib.util
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from cellgen.config import ConfigError, RunRequest
+from cellgen.config import ConfigError, Range, RunRequest, above, at_least, check_ranges, option_flag
 from cellgen.study import stages
 
 Printer = Callable[[str], None]
@@ -127,6 +127,13 @@ class Comparison:
         quiet: one line per epoch instead of progress bars.
     """
 
+    ranges: ClassVar[dict[str, Range]] = {
+        "size": at_least(8),
+        **dict.fromkeys(("seeds", "n", "sampling_images", "sample_batch_size", "grid_images", "kid_subset_size",
+                         "epochs", "images_per_class"), at_least(1)),
+        "budget_minutes": above(0),
+    }
+
     data: str
     out: str
     size: int = 28
@@ -173,20 +180,9 @@ class Comparison:
         for name, limit in self.limit_samples.items():
             if limit < 8:  # precision/recall need more than k = 5 neighbours
                 raise ConfigError(f"--limit-samples {name}={limit}: N must be >= 8")
-        for option in ("size", "seeds", "n", "sampling_images", "sample_batch_size", "grid_images",
-                       "kid_subset_size"):
-            if getattr(self, option) < 1:
-                raise ConfigError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(self, option)}")
-        if self.size < 8:
-            raise ConfigError(f"--size must be at least 8, got {self.size}")
+        check_ranges(self, self.ranges, label=option_flag)
         if self.epochs is not None and self.budget_minutes is not None:
             raise ConfigError("give --epochs or --budget-minutes, not both")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.budget_minutes is not None and not self.budget_minutes > 0:
-            raise ConfigError(f"--budget-minutes must be > 0, got {self.budget_minutes}")
-        if self.images_per_class is not None and self.images_per_class < 1:
-            raise ConfigError(f"--images-per-class must be >= 1, got {self.images_per_class}")
         if self.sample_pool and self.sample_pool < self.n:
             raise ConfigError(f"--sample-pool {self.sample_pool} must be at least --n {self.n}")
         if not Path(self.data).is_dir():

@@ -1,9 +1,10 @@
 """Configuration of an augmentation study (``run_study.py``).
 
 A study answers one question: does adding synthetic images of a rare class
-to the training set improve the classifier? It names the data, the generator
-and its presets, the classes to synthesise, how many images, the classifier
-and its arms, the seeds, and the scarcity setting.
+to the training set improve the classifier, beyond what the cheap fixes
+(flips, rotations) already win back? It names the data, the generator and its
+presets, the classes to synthesise, how many images, the optional filter, the
+classifier and its arms, the seeds, and the scarcity setting with its reference.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import ClassVar
 
 from cellgen.config import CommonConfig, ConfigError
 
-GENERATOR_KINDS = ("ddim", "vanilla_gan")
+# ddim_cond: one class-conditional DDIM (classifier-free guidance) of every class, sampled per class;
+# ddim / vanilla_gan: a base model fine-tuned per synthesised class (N&Z 2023).
+GENERATOR_KINDS = ("ddim", "ddim_cond", "vanilla_gan")
 # The stages of a study, in order (cellgen.study.pipeline runs them).
-STAGES = ("prepare", "base", "finetune", "generate", "evaluate", "classify", "report")
+STAGES = ("prepare", "base", "finetune", "generate", "filter", "evaluate", "classify", "report")
+SYNTHETIC_CLASS_CHOICES = ("target", "all")
+ARMS = ("baseline", "classical", "synthetic", "classical+synthetic")
 
 
 @dataclasses.dataclass
@@ -25,21 +30,41 @@ class StudyConfig(CommonConfig):
     Attributes:
         train, val, test: class folders (or CSVs for ``train``) with the same classes.
             ``test`` may be left empty in the preset and given with ``--test``.
-        generator: ``ddim`` or ``vanilla_gan`` (one base model, fine-tuned per target class:
-            N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality).
-        generator_preset: preset of the base generator (a file or a name in ``configs/``).
+        generator: ``ddim_cond`` (one class-conditional DDIM trained once on the kept training
+            images of every class and sampled per class with classifier-free guidance; no
+            fine-tuning), or ``ddim`` / ``vanilla_gan`` (one base model, fine-tuned per
+            synthesised class: N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality).
+        generator_preset: preset of the base generator (a file or a name in ``configs/``);
+            ``ddim_cond`` forces ``conditional = true`` on it.
+        generator_image_size: the generators' image size (0: ``image_size``). A smaller generator
+            is much cheaper to train; its images are enlarged to ``image_size`` for the classifier.
+        guidance, sampler: classifier-free guidance weight and solver of a ``ddim_cond`` generator
+            (``sampler`` empty: the run's own).
         generator_overrides: ``key=value`` overrides of the base preset.
         base_run: reuse this trained base generator run instead of training one.
         finetune_preset: preset for the per-class fine-tuning (empty: the base preset).
         finetune_overrides: ``key=value`` overrides of the fine-tuning preset.
-        target_classes: the classes to fine-tune on and synthesise.
+        target_classes: the classes the study is about: synthesised, and reported on.
         synthetic_count: synthetic images per target class; 0 fills the class back up to its
             original (uncapped) real count, as N&Z matched the real abnormal count.
+        synthetic_classes: ``target`` (only the target classes get synthetic images) or ``all``
+            (every class gets as many as the target class, so the classifier cannot learn
+            "synthetic means rare class": N&Z 2023 section 6).
+        filter_threshold: keep a generated image only when a classifier trained on the kept
+            real training images (classical arm; it never sees validation, test or removed
+            images) gives its class at least this probability; 0 = no filter.
+        filter_candidates: with the filter, images generated per image needed (>= 1).
         limit_class: scarcity setting, class -> fraction (<= 1) or count of real training
             images kept; the kept subset is fixed by ``seed`` and used by EVERY stage.
-        classifier_preset, classifier_overrides: the classifier (``evaluate_classifier.py``).
-        arms: classifier arms, e.g. ``baseline``, ``synthetic``, ``classical``.
-        seeds: classifier repetitions per arm.
+        classifier_preset, classifier_overrides: the classifier (``evaluate_classifier.py``);
+            ``classifier_study`` is MobileNetV2 alpha 0.75 at 64 px from random weights.
+        arms: classifier arms: ``baseline``, ``classical`` (dihedral flips and turns, zoom),
+            ``synthetic``, ``classical+synthetic``. Arms share every seed, so their differences
+            are paired per seed (95 % t intervals in the report).
+        seeds: classifier repetitions per arm (at least 3 for an interval worth reading).
+        reference: with ``limit_class``, also train the ``classical`` arm on the uncapped training
+            set (a reference only: no generator, filter or other arm sees the removed images),
+            so the report measures the share of the scarcity loss the synthetic images win back.
         extractor: feature extractor for FID/KID: ``domain`` (a classifier trained on the
             kept real training images in the study, the default: ImageNet features weigh
             cell detail poorly), ``inception`` (needs ImageNet weights) or a ``.keras`` path;
@@ -64,21 +89,46 @@ class StudyConfig(CommonConfig):
     generator: str = "ddim"
     generator_preset: str = "ddim_fast"
     generator_overrides: list[str] = dataclasses.field(default_factory=list)
+    generator_image_size: int = 0
+    guidance: float = 2.0
+    sampler: str = ""
     base_run: str = ""
     finetune_preset: str = ""
     finetune_overrides: list[str] = dataclasses.field(default_factory=list)
     target_classes: list[str] = dataclasses.field(default_factory=list)
     synthetic_count: int = 0
+    synthetic_classes: str = "target"
+    filter_threshold: float = 0.0
+    filter_candidates: float = 2.0
     limit_class: dict[str, float] = dataclasses.field(default_factory=dict)
-    classifier_preset: str = "classifier_fast"
+    classifier_preset: str = "classifier_study"
     classifier_overrides: list[str] = dataclasses.field(default_factory=list)
-    arms: list[str] = dataclasses.field(default_factory=lambda: ["baseline", "synthetic"])
-    seeds: int = 1
+    arms: list[str] = dataclasses.field(default_factory=lambda: list(ARMS))
+    seeds: int = 3
+    reference: bool = True
     extractor: str = "domain"
     evaluation_count: int = 0
     evaluation_seeds: int = 1
     expert_kit_size: int = 20
     sample_steps: int = 20
+
+    @property
+    def conditional(self) -> bool:
+        """One class-conditional generator sampled per class (no fine-tuning)."""
+        return self.generator == "ddim_cond"
+
+    @property
+    def trainer_kind(self) -> str:
+        """The generator's run kind (``ddim_cond`` trains a ``ddim`` run)."""
+        return "ddim" if self.generator == "ddim_cond" else self.generator
+
+    @property
+    def generator_size(self) -> int:
+        return self.generator_image_size or self.image_size
+
+    @property
+    def filtering(self) -> bool:
+        return self.filter_threshold > 0
 
     def validate(self) -> None:
         super().validate()
@@ -88,6 +138,21 @@ class StudyConfig(CommonConfig):
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if self.synthetic_count < 0:
             raise ConfigError(f"synthetic_count must be >= 0, got {self.synthetic_count}")
+        if self.generator_image_size < 0:
+            raise ConfigError(f"generator_image_size must be >= 0 (0: image_size), got {self.generator_image_size}")
+        if self.guidance < 0:
+            raise ConfigError(f"guidance must be >= 0, got {self.guidance}")
+        if self.synthetic_classes not in SYNTHETIC_CLASS_CHOICES:
+            raise ConfigError(f"synthetic_classes must be 'target' or 'all', got {self.synthetic_classes!r}")
+        if not 0.0 <= self.filter_threshold < 1.0:
+            raise ConfigError(f"filter_threshold must be in [0, 1) (0 = no filter), got {self.filter_threshold}")
+        if self.filter_candidates < 1.0:
+            raise ConfigError(f"filter_candidates must be >= 1, got {self.filter_candidates}")
+        unknown_arms = [arm for arm in self.arms if arm not in ARMS]
+        if unknown_arms:
+            raise ConfigError(f"study: unknown arm(s) {', '.join(unknown_arms)} (arms: {', '.join(ARMS)})")
+        if not self.arms:
+            raise ConfigError("arms: give at least one arm")
         for name, amount in self.limit_class.items():
             if not isinstance(amount, (int, float)) or amount <= 0:
                 raise ConfigError(f"limit_class.{name} must be a positive fraction or count, got {amount!r}")

@@ -4,15 +4,25 @@ Stages (``--from`` takes these names):
 
 0. ``prepare``: the kept training set. The scarcity cap (``limit_class``) is applied
    once, with the study seed, and written as ``data/train_kept.csv``; every later
-   stage reads that file, so the generator (base and fine-tuning) and every
+   stage reads that file, so the generator (base and fine-tuning), the filter and every
    classifier arm see exactly the same real images of the scarce class.
-1. ``base``: train (or reuse) the base generator.
-2. ``finetune``: fine-tune the base model on each target class.
-3. ``generate``: write the synthetic images per target class.
-4. ``evaluate``: generator metrics (FID/KID, precision/recall, density/coverage,
+1. ``base``: train (or reuse) the base generator; with ``generator = "ddim_cond"`` the one
+   class-conditional DDIM of every kept class.
+2. ``finetune``: fine-tune the base model on each synthesised class (skipped for
+   ``ddim_cond``, which is sampled per class with classifier-free guidance).
+3. ``generate``: write the synthetic images per class (``synthetic/<class>/``; with the
+   filter, ``filter_candidates`` times as many into ``synthetic_candidates/<class>/``).
+4. ``filter`` (``filter_threshold > 0``; else nothing to do): a ``classical`` classifier
+   trained on the kept training images only (its validation and test lists are the kept
+   list too: it never sees a validation, test or removed image) scores the candidates;
+   those whose class gets at least the threshold go to ``synthetic/<class>/``.
+5. ``evaluate``: generator metrics (FID/KID, precision/recall, density/coverage,
    memorisation against the kept training images) and a blinded expert-test kit.
-5. ``classify``: the classifier arms with seeds.
-6. ``report``: ``report.md`` and a self-contained ``report.html``.
+6. ``classify``: the classifier arms with paired seeds on the kept images
+   (``classifier/``) and, in a scarcity study with ``reference``, the ``classical`` arm
+   on the uncapped training set (``classifier_full/``, a reference only).
+7. ``report``: ``report.md``, a self-contained ``report.html`` and ``report.json``
+   (the paired verdicts and the ``scarcity`` block, :mod:`cellgen.study.analysis`).
 
 Stages talk to each other only through files in the study directory. Each calls
 the stage's typed library function (:mod:`cellgen.study.stages`: a trainer's
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +47,7 @@ from typing import Any, Callable
 from cellgen.config import (ConfigError, RunRequest, config_from_request, parse_set_options, resolve_preset_path,
                             to_toml)
 from cellgen.runs import RunDir, read_json, write_json
+from cellgen.sampling import generated_set_seed
 from cellgen.study import stages
 from cellgen.study.config import STAGES, StudyConfig
 from cellgen.study.report import write_report
@@ -94,9 +106,27 @@ class Study:
         root = self.directory / "synthetic"
         return root if class_name is None else root / class_name
 
+    def candidates_dir(self, class_name: str | None = None) -> Path:
+        """Generated images before the filter (only with ``filter_threshold > 0``)."""
+        root = self.directory / "synthetic_candidates"
+        return root if class_name is None else root / class_name
+
+    @property
+    def filter_dir(self) -> Path:
+        return self.directory / "filter"
+
     @property
     def classifier_dir(self) -> Path:
         return self.directory / "classifier"
+
+    @property
+    def reference_dir(self) -> Path:
+        """The ``classical`` arm on the uncapped training set (a scarcity study's reference)."""
+        return self.directory / "classifier_full"
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.config.reference and self.config.limit_class)
 
     @property
     def evaluation_dir(self) -> Path:
@@ -144,12 +174,13 @@ class Study:
             if class_name not in classes:
                 raise ConfigError(f"study: class {class_name!r} is not in the data (classes: {', '.join(classes)})")
         # Every stage's config resolves before anything trains (unknown keys, bad values).
-        generator_config = stages.generator_config_class(config.generator)
+        generator_config = stages.generator_config_class(config.trainer_kind)
         config_from_request(generator_config, self.generator_request(config.generator_preset,
                                                                      config.generator_overrides, self.base_run))
-        config_from_request(generator_config, self.generator_request(
-            config.finetune_preset or config.generator_preset, config.finetune_overrides,
-            self.finetune_run(config.target_classes[0])))
+        if not config.conditional:
+            config_from_request(generator_config, self.generator_request(
+                config.finetune_preset or config.generator_preset, config.finetune_overrides,
+                self.finetune_run(config.target_classes[0])))
         from cellgen.classify.config import ClassifierConfig
 
         config_from_request(ClassifierConfig, self.classifier_request(self.classifier_dir))
@@ -160,12 +191,9 @@ class Study:
             require_inception_weights("imagenet")
         if config.base_run:
             base = RunDir.open(config.base_run)
-            if base.kind != config.generator:
+            if base.kind != config.trainer_kind:
                 raise ConfigError(f"study: base_run {config.base_run} is a {base.kind!r} run, "
-                                  f"not {config.generator!r}")
-        unknown_arms = set(config.arms) - {"baseline", "classical", "synthetic", "classical+synthetic"}
-        if unknown_arms:
-            raise ConfigError(f"study: unknown arm(s) {', '.join(sorted(unknown_arms))}")
+                                  f"not {config.trainer_kind!r}")
         return classes
 
     # Running ---------------------------------------------------------------
@@ -218,10 +246,11 @@ class Study:
         owned = {
             "prepare": [self.directory / "data"],
             "base": [] if self.config.base_run else [self.base_run],
-            "finetune": [self.finetune_run(name) for name in self.config.target_classes],
-            "generate": [self.synthetic_dir()],
+            "finetune": [self.finetune_run(name) for name in self._finetuned_classes()],
+            "generate": [self.synthetic_dir(), self.candidates_dir()],
+            "filter": [self.filter_dir] + ([self.synthetic_dir()] if self.config.filtering else []),
             "evaluate": [self.evaluation_dir],
-            "classify": [self.classifier_dir],
+            "classify": [self.classifier_dir, self.reference_dir],
             "report": [],
         }
         for stage in STAGES[index:]:
@@ -256,16 +285,24 @@ class Study:
         """``{"precision": P}`` when the study forces one; nothing when each preset keeps its own."""
         return {} if self.config.precision == "preset" else {"precision": self.config.precision}
 
-    def _stage_overrides(self, overrides) -> dict[str, Any]:
+    def _stage_overrides(self, overrides, image_size: int | None = None) -> dict[str, Any]:
         """A stage's ``key=value`` overrides, then the study's data, size, seed, strategy (and precision)."""
         config = self.config
-        return {**parse_set_options(overrides), "data": str(self.kept_csv), "image_size": config.image_size,
-                "seed": config.seed, "strategy": config.strategy, **self._precision_overrides()}
+        return {**parse_set_options(overrides), "data": str(self.kept_csv),
+                "image_size": image_size or config.image_size, "seed": config.seed, "strategy": config.strategy,
+                **self._precision_overrides()}
 
     def generator_request(self, preset: str, overrides, out: Path, finetune_from: Path | None = None,
                           class_name: str | None = None) -> RunRequest:
-        """The training request of a generator run (resumed when ``out`` holds one)."""
-        return RunRequest(preset=str(resolve_preset_path(preset)), overrides=self._stage_overrides(overrides),
+        """The training request of a generator run (resumed when ``out`` holds one).
+
+        Generators train at ``generator_image_size`` (default: the study's size); a ``ddim_cond``
+        generator is forced conditional.
+        """
+        values = self._stage_overrides(overrides, self.config.generator_size)
+        if self.config.conditional:
+            values["conditional"] = True
+        return RunRequest(preset=str(resolve_preset_path(preset)), overrides=values,
                           out=str(out), resume=(out / "config.json").is_file(),
                           finetune_from=str(finetune_from) if finetune_from is not None else None,
                           class_name=class_name)
@@ -284,23 +321,45 @@ class Study:
             return {"run": str(self.base_run), "reused": True}
         request = self.generator_request(self.config.generator_preset, self.config.generator_overrides,
                                          self.base_run)
-        stages.train_generator(self.config.generator, request, log=self.commands)
-        return {"run": str(self.base_run), "reused": False}
+        stages.train_generator(self.config.trainer_kind, request, log=self.commands)
+        return {"run": str(self.base_run), "reused": False, "conditional": self.config.conditional}
+
+    def _class_names(self) -> list[str]:
+        """Every class of the training data (from ``data/counts.json``, in the data's order)."""
+        return list(read_json(self.directory / "data" / "counts.json")["original"])
+
+    def synthesised_classes(self) -> list[str]:
+        """The classes that receive synthetic images: the targets, or every class (``synthetic_classes = "all"``)."""
+        targets = list(self.config.target_classes)
+        if self.config.synthetic_classes != "all":
+            return targets
+        return targets + [name for name in self._class_names() if name not in targets]
+
+    def _finetuned_classes(self) -> list[str]:
+        """The classes with a fine-tuned generator run (none for a conditional generator)."""
+        if self.config.conditional:
+            return []
+        if (self.directory / "data" / "counts.json").is_file():
+            return self.synthesised_classes()
+        return list(self.config.target_classes)
 
     def stage_finetune(self) -> dict[str, Any]:
+        if self.config.conditional:
+            return {"skipped": "one class-conditional generator, sampled per class (no fine-tuning)"}
         preset = self.config.finetune_preset or self.config.generator_preset
         runs = {}
-        for class_name in self.config.target_classes:
+        for class_name in self.synthesised_classes():
             run_path = self.finetune_run(class_name)
             if not RunDir(run_path).is_complete:
                 request = self.generator_request(preset, self.config.finetune_overrides, run_path,
                                                  finetune_from=self.base_run, class_name=class_name)
-                stages.train_generator(self.config.generator, request, log=self.commands)
+                stages.train_generator(self.config.trainer_kind, request, log=self.commands)
             runs[class_name] = str(run_path)
         return {"runs": runs}
 
     def synthetic_counts(self) -> dict[str, int]:
-        """Images to generate per target class (fill back to the original count by default)."""
+        """Synthetic images wanted per class: each target class filled back to its original count (or
+        ``synthetic_count``); with ``synthetic_classes = "all"`` every other class gets as many."""
         counts = read_json(self.directory / "data" / "counts.json")
         result = {}
         for class_name in self.config.target_classes:
@@ -310,20 +369,71 @@ class Study:
                 missing = counts["original"][class_name] - counts["kept"][class_name]
                 # Without a cap, match the real count (N&Z: synthetic = real abnormal count).
                 result[class_name] = missing if missing > 0 else counts["kept"][class_name]
+        if self.config.synthetic_classes == "all":
+            per_class = max(result.values())
+            for class_name in self.synthesised_classes():
+                result.setdefault(class_name, per_class)
         return result
 
-    def stage_generate(self) -> dict[str, Any]:
+    def generation_counts(self) -> dict[str, int]:
+        """Images to generate per class: the wanted count, times ``filter_candidates`` with the filter."""
         counts = self.synthetic_counts()
+        if not self.config.filtering:
+            return counts
+        return {name: int(math.ceil(count * self.config.filter_candidates)) for name, count in counts.items()}
+
+    def generator_run_of(self, class_name: str) -> Path:
+        """The generator run that draws ``class_name``: the conditional base run, or the class's fine-tune."""
+        return self.base_run if self.config.conditional else self.finetune_run(class_name)
+
+    def stage_generate(self) -> dict[str, Any]:
+        config = self.config
+        counts = self.generation_counts()
+        diffusion = config.trainer_kind == "ddim"
         for index, (class_name, count) in enumerate(counts.items()):
-            out = self.synthetic_dir(class_name)
+            out = (self.candidates_dir if config.filtering else self.synthetic_dir)(class_name)
             if out.exists():
                 shutil.rmtree(out)  # a half-written folder from an interrupted run
             request = stages.GenerationRequest(
-                run=str(self.finetune_run(class_name)), out=str(out), count=count,
-                seed=self.config.seed + 1000 * (index + 1),
-                steps=self.config.sample_steps if self.config.generator == "ddim" else None)
+                run=str(self.generator_run_of(class_name)), out=str(out), count=count,
+                seed=config.seed + 1000 * (index + 1), steps=config.sample_steps if diffusion else None,
+                class_name=class_name if config.conditional else None,
+                guidance=config.guidance if config.conditional else None,
+                sampler=(config.sampler or None) if config.conditional else None)
             stages.generate_images(request, log=self.commands)
-        return {"counts": counts, "folder": str(self.synthetic_dir())}
+        folder = self.candidates_dir() if config.filtering else self.synthetic_dir()
+        return {"counts": counts, "folder": str(folder)}
+
+    # Filter ------------------------------------------------------------------------
+    def filter_request(self) -> RunRequest:
+        """The filter's classifier: the ``classical`` arm on the kept training images, which are also its
+        validation and test lists, so it never sees a validation, test or removed image."""
+        kept = str(self.kept_csv)
+        return self.classifier_request(self.filter_dir / "classifier", arms=["classical"], seeds=1,
+                                       save_models=True, val_data=kept, test_data=kept)
+
+    def stage_filter(self) -> dict[str, Any]:
+        from cellgen.study.filtering import filter_images
+
+        config = self.config
+        if not config.filtering:
+            return {"filtered": False}
+        model = stages.train_domain_extractor(self.filter_request(), log=self.commands)
+        self.commands.note(f"filter: keep generated images whose class probability under {model} is at least "
+                           f"{config.filter_threshold} ({self.filter_dir / 'summary.json'})")
+        stages.fresh_session()
+        summary = filter_images(model, {name: self.candidates_dir(name) for name in self.synthetic_counts()},
+                                {name: self.synthetic_dir(name) for name in self.synthetic_counts()},
+                                self.synthetic_counts(), config.filter_threshold, config.image_size,
+                                self.filter_dir)
+        return {"filtered": True, "classifier": str(model), "summary": summary}
+
+    def available_synthetic(self) -> dict[str, int]:
+        """Synthetic images per class the classifier can draw from (after the filter)."""
+        counts = self.synthetic_counts()
+        if not self.config.filtering:
+            return counts
+        return {name: min(count, len(list(self.synthetic_dir(name).glob("*.png")))) for name, count in counts.items()}
 
     def domain_extractor(self) -> Path:
         """Trains (once) a classifier on the kept real training images; its features feed FID/KID.
@@ -347,10 +457,11 @@ class Study:
         for index, class_name in enumerate(config.target_classes):
             generated = str(self.synthetic_dir(class_name))
             if extractor != "none":
+                # At the generator's size: enlarging generated images would only measure the blur.
                 options = GeneratorEvaluation(
                     real=config.val, out=str(self.evaluation_dir / class_name), generated=generated,
                     extractor=extractor, n=config.evaluation_count or 10_000, seeds=config.evaluation_seeds,
-                    class_name=class_name, train=str(self.kept_csv), size=config.image_size, overwrite=True,
+                    class_name=class_name, train=str(self.kept_csv), size=config.generator_size, overwrite=True,
                     progress=False, cache_dir=str(self.evaluation_dir / "feature_cache"))
                 stages.evaluate_generated_images(options, log=self.commands)
             if config.expert_kit_size:
@@ -361,22 +472,35 @@ class Study:
                 outputs.setdefault("expert_kits", {})[class_name] = str(kit)
         return outputs
 
+    def reference_request(self) -> RunRequest:
+        """The reference: the ``classical`` arm on the uncapped training set, same seeds and recipe."""
+        return self.classifier_request(self.reference_dir, data=self.config.train, arms=["classical"],
+                                       seeds=self.config.seeds)
+
     def stage_classify(self) -> dict[str, Any]:
         config = self.config
-        counts = self.synthetic_counts()
         fields: dict[str, Any] = {"arms": list(config.arms), "seeds": config.seeds}
         if any("synthetic" in arm for arm in config.arms):
-            if len(set(counts.values())) > 1:
+            wanted, available = self.synthetic_counts(), self.available_synthetic()
+            if len(set(wanted.values())) > 1:
                 raise StudyError("stage 'classify': the target classes need different synthetic counts "
-                                 f"({counts}); set synthetic_count to one number")
-            fields.update(synthetic=str(self.synthetic_dir()), synthetic_from="", synthetic_classes=list(counts),
-                          synthetic_count=next(iter(counts.values())), synthetic_match_positive=False)
+                                 f"({wanted}); set synthetic_count to one number")
+            count = min(available.values())
+            if count == 0:
+                raise StudyError(f"stage 'classify': the filter kept no synthetic image of some class ({available}); "
+                                 "lower filter_threshold or raise filter_candidates")
+            fields.update(synthetic=str(self.synthetic_dir()), synthetic_from="", synthetic_classes=list(wanted),
+                          synthetic_count=count, synthetic_match_positive=False)
         stages.run_classifier_experiment(self.classifier_request(self.classifier_dir, **fields),
                                          log=self.commands)
         report = self.classifier_dir / "report.json"
         if not report.is_file():
             raise StudyError(f"stage 'classify': {report} was not written")
-        return {"report": str(report)}
+        outputs = {"report": str(report)}
+        if self.has_reference:
+            stages.run_classifier_experiment(self.reference_request(), log=self.commands)
+            outputs["reference_report"] = str(self.reference_dir / "report.json")
+        return outputs
 
     def stage_report(self) -> dict[str, Any]:
         paths = write_report(self)

@@ -1,8 +1,12 @@
-"""The study report: ``report.md`` and a self-contained ``report.html``.
+"""The study report: ``report.md``, a self-contained ``report.html`` and ``report.json``.
 
 The report is built as a list of blocks (headings, paragraphs, tables, images)
 and rendered twice: Markdown linking the PNG files of the study directory, and
 HTML with every image embedded (base64), so the HTML can be mailed as one file.
+It leads with the question, the verdict (paired differences over seeds with 95 %
+intervals: :mod:`cellgen.study.analysis`) and the share of the scarcity loss won back.
+``report.json`` holds the same answer as numbers: ``verdict`` (the sentences),
+``paired`` (the classifier report's paired comparisons) and ``scarcity``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cellgen.runs import read_history, read_json
+from cellgen.runs import read_history, read_json, write_json
+from cellgen.study import analysis
 from cellgen.study.config import STAGES
 
 
@@ -42,51 +47,6 @@ def _mean_std(stats: dict[str, Any] | None, digits: int = 3) -> str:
     if std is None or repetitions < 2:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-# Verdict -------------------------------------------------------------------------
-
-
-def compare_arms(arm: dict[str, Any], baseline: dict[str, Any], metric_path: Sequence[str]) -> dict[str, Any]:
-    """Difference of means between two arms for one metric, with a standard error.
-
-    The standard error of a difference of independent means is
-    sqrt(s_a^2 / n_a + s_b^2 / n_b); with one seed per arm there is no estimate.
-    """
-
-    def lookup(summary):
-        value = summary
-        for key in metric_path:
-            value = value[key]
-        return value
-
-    a, b = lookup(arm), lookup(baseline)
-    difference = a["mean"] - b["mean"]
-    n_a, n_b = int(a.get("n", 1)), int(b.get("n", 1))
-    if n_a > 1 and n_b > 1:
-        standard_error = math.sqrt(a["std"] ** 2 / n_a + b["std"] ** 2 / n_b)
-    else:
-        standard_error = None
-    return {"difference": difference, "standard_error": standard_error, "seeds": min(n_a, n_b),
-            "arm_mean": a["mean"], "baseline_mean": b["mean"]}
-
-
-def verdict_sentence(name: str, comparison: dict[str, Any]) -> str:
-    """Plain words for a comparison: clear gain or loss only beyond two standard errors."""
-    difference = comparison["difference"]
-    error = comparison["standard_error"]
-    numbers = f"{comparison['baseline_mean']:.3f} -> {comparison['arm_mean']:.3f} ({difference:+.3f}"
-    if error is None:
-        return (f"{name}: {numbers}, one seed). With a single seed there is no estimate of the run-to-run "
-                "spread, so this difference is not evidence either way; run more seeds.")
-    numbers += f" ± {error:.3f} standard error over {comparison['seeds']} seeds)"
-    if error == 0 and difference == 0:
-        return f"{name}: {numbers}: identical."
-    if difference > 2 * error:
-        return f"{name}: {numbers}: a clear improvement (more than two standard errors)."
-    if difference < -2 * error:
-        return f"{name}: {numbers}: clearly worse (more than two standard errors)."
-    return f"{name}: {numbers}: no clear difference (within two standard errors of zero)."
 
 
 # Assets --------------------------------------------------------------------------
@@ -146,7 +106,53 @@ def _loss_curve(run_path: Path, path: Path, title: str) -> Path | None:
 # Report --------------------------------------------------------------------------
 
 
-def build_blocks(study) -> list[Block]:
+def _read_report(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.is_file() else None
+
+
+def scarce_class(study) -> str | None:
+    """The capped class the study is about (the first target class with a cap)."""
+    capped = [name for name in study.config.target_classes if name in study.config.limit_class]
+    return capped[0] if capped else None
+
+
+def study_answer(study) -> dict[str, Any]:
+    """The question, verdict sentences, paired comparisons and scarcity block (``report.json``)."""
+    config = study.config
+    counts = read_json(study.directory / "data" / "counts.json")
+    classifier = _read_report(study.classifier_dir / "report.json")
+    reference = _read_report(study.reference_dir / "report.json")
+    targets = list(config.target_classes)
+    answer: dict[str, Any] = {"kind": "study_report", "question": question_text(study, counts),
+                              "verdict": analysis.verdict_lines(classifier, targets),
+                              "paired": (classifier or {}).get("paired", {}), "scarcity": None}
+    name = scarce_class(study)
+    if name and classifier:
+        scarcity = analysis.scarcity_summary(classifier, reference, name)
+        scarcity["real_images"] = {"original": counts["original"].get(name), "kept": counts["kept"].get(name)}
+        answer["scarcity"] = scarcity
+        answer["scarcity_sentence"] = analysis.scarcity_sentence(scarcity, counts["kept"].get(name),
+                                                                 counts["original"].get(name))
+    return answer
+
+
+def question_text(study, counts: dict[str, Any]) -> str:
+    config = study.config
+    targets = ", ".join(config.target_classes)
+    if config.conditional:
+        how = (f"a class-conditional DDIM trained once on the kept images of every class (guidance "
+               f"{config.guidance:g})")
+    else:
+        how = f"a {config.generator} fine-tuned on {'that class' if len(config.target_classes) == 1 else 'each class'}"
+    caps = [f"{name} cut to {counts['kept'].get(name)} of {counts['original'].get(name)} real training images"
+            for name in config.limit_class]
+    scarcity = f" With {', '.join(caps)}: " if caps else " "
+    return (f"{scarcity}does adding synthetic {targets} images, made by {how}, improve the classifier's "
+            f"F1 on the test split, beyond what classical augmentation (flips, quarter turns, zoom) already "
+            f"wins back?").strip()
+
+
+def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
     """The report's blocks for a :class:`cellgen.study.pipeline.Study` (its paths, config and stage records)."""
     config = study.config
     directory = study.directory
@@ -154,34 +160,23 @@ def build_blocks(study) -> list[Block]:
     assets.mkdir(exist_ok=True)
     counts = read_json(directory / "data" / "counts.json")
     targets = list(config.target_classes)
-    synthetic_counts = study.synthetic_counts()
-    classifier_report_path = study.classifier_dir / "report.json"
-    classifier = read_json(classifier_report_path) if classifier_report_path.is_file() else None
+    synthetic_counts = study.available_synthetic()
+    classifier = _read_report(study.classifier_dir / "report.json")
+    reference = _read_report(study.reference_dir / "report.json")
+    answer = answer or study_answer(study)
 
     blocks = [Block("heading", "Augmentation study", 1)]
-    question = (f"Does adding synthetic {', '.join(targets)} images, made by a {config.generator} "
-                f"fine-tuned on {'that class' if len(targets) == 1 else 'each class'}, improve the "
-                f"classifier's F1 on the test split?")
-    blocks.append(Block("text", f"**Question.** {question}"))
+    blocks.append(Block("text", f"**Question.** {answer['question']}"))
 
     # Verdict first: it is what the reader came for.
     blocks.append(Block("heading", "Verdict"))
-    sentences = []
-    if classifier and "baseline" in classifier["arms"]:
-        for arm_name, arm in classifier["arms"].items():
-            if arm_name == "baseline":
-                continue
-            sentences.append(verdict_sentence(f"{arm_name} vs baseline, weighted F1",
-                                              compare_arms(arm, classifier["arms"]["baseline"], ["weighted_f1"])))
-            for class_name in targets:
-                sentences.append(verdict_sentence(
-                    f"{arm_name} vs baseline, F1 of {class_name}",
-                    compare_arms(arm, classifier["arms"]["baseline"], ["per_class", class_name, "f1"])))
-    else:
-        sentences.append("No classifier comparison with a baseline arm was run, so there is no verdict.")
-    blocks.append(Block("list", sentences))
-    blocks.append(Block("text", "A difference counts as clear only when it exceeds two standard errors of the "
-                                "difference of the seed means; small test sets and few seeds give wide margins."))
+    if answer.get("scarcity_sentence"):
+        blocks.append(Block("text", f"**Scarcity.** {answer['scarcity_sentence']}"))
+    blocks.append(Block("list", answer["verdict"]))
+    blocks.append(Block("text", "Arms share every seed (initial weights, real images and their order), so each "
+                                "difference is taken per seed; a difference counts as clear only when its 95 % "
+                                "Student-t interval over the seeds excludes 0. Few seeds and a small test split "
+                                "give wide intervals."))
 
     blocks.append(Block("heading", "Data"))
     rows = [[name, counts["original"].get(name, 0), counts["kept"].get(name, 0),
@@ -189,18 +184,30 @@ def build_blocks(study) -> list[Block]:
     blocks.append(Block("text", f"Training data `{config.train}`, validation `{config.val}` (epoch selection), "
                                 f"test `{config.test}` (reported). Scarcity cap: "
                                 f"{config.limit_class or 'none'} (seed {config.seed}); every stage, generator "
-                                "training included, read only the kept images listed in `data/train_kept.csv`. "
-                                "Synthetic images were added to training only, never to validation or test."))
+                                "training and filter included, read only the kept images listed in "
+                                "`data/train_kept.csv`"
+                                + (" (except the reference classifier, `classifier_full/`, which trained on every "
+                                   "real image to measure what the cap costs)" if study.has_reference else "")
+                                + ". Synthetic images were added to training only, never to validation or test."
+                                + (f" Generated at {config.generator_size} px and enlarged to {config.image_size} px "
+                                   "for the classifier." if config.generator_size < config.image_size else "")))
     blocks.append(Block("table", (["class", "real (original)", "real (kept)", "synthetic"], rows)))
 
     blocks.append(Block("heading", "Settings"))
     settings = [
-        ["generator", f"{config.generator}, base preset `{config.generator_preset}` "
-                      f"{' '.join(config.generator_overrides)}".strip()],
-        ["fine-tuning", f"preset `{config.finetune_preset or config.generator_preset}` "
+        ["generator", f"{config.generator} at {config.generator_size} px, base preset `{config.generator_preset}` "
+                      f"{' '.join(config.generator_overrides)}".strip()
+                      + (f"; guidance {config.guidance:g}, sampler {config.sampler or 'of the run'}"
+                         if config.conditional else "")],
+        ["fine-tuning", "none (one conditional generator, sampled per class)" if config.conditional else
+                        f"preset `{config.finetune_preset or config.generator_preset}` "
                         f"{' '.join(config.finetune_overrides)}".strip()],
+        ["synthetic classes", ", ".join(study.synthesised_classes())],
+        ["filter", f"class probability >= {config.filter_threshold:g} under a classical classifier of the kept "
+                   f"real images, {config.filter_candidates:g} candidates per image" if config.filtering else "off"],
         ["classifier", f"preset `{config.classifier_preset}` {' '.join(config.classifier_overrides)}".strip()],
-        ["arms / seeds", f"{', '.join(config.arms)} / {config.seeds}"],
+        ["arms / seeds", f"{', '.join(config.arms)} / {config.seeds} (paired)"
+                         + ("; reference: classical on the uncapped training set" if study.has_reference else "")],
         ["image size / precision / strategy", f"{config.image_size} px / {_precision_label(config.precision)} / {config.strategy}"],
     ]
     for stage in STAGES:
@@ -217,9 +224,20 @@ def build_blocks(study) -> list[Block]:
         if grid:
             blocks.append(Block("image", (grid, f"{class_name}: real vs synthetic")))
 
+    filter_summary = study.filter_dir / "summary.json"
+    if config.filtering and filter_summary.is_file():
+        summary = read_json(filter_summary)
+        blocks.append(Block("text", f"Filter: a generated image was kept when the classical classifier of the kept "
+                                    f"real images gave its class at least {config.filter_threshold:g} "
+                                    "(`filter/scores.csv`)."))
+        blocks.append(Block("table", (["class", "candidates", "passed", "kept", "needed", "mean probability"],
+                                      [[name, row["candidates"], row["passed"], row["kept"], row["needed"],
+                                        "-" if row["mean_probability"] is None else f"{row['mean_probability']:.3f}"]
+                                       for name, row in summary.items()])))
+
     blocks.append(Block("heading", "Training curves"))
     runs = [("base generator", study.base_run)] + [(f"fine-tuned on {name}", study.finetune_run(name))
-                                                    for name in targets]
+                                                    for name in study._finetuned_classes()]
     for title, run_path in runs:
         curve = _loss_curve(Path(run_path), assets / f"loss_{Path(run_path).name}.png", title)
         if curve:
@@ -260,40 +278,60 @@ def build_blocks(study) -> list[Block]:
 
     blocks.append(Block("heading", "Classifier F1"))
     if classifier:
-        arms = classifier["arms"]
-        header = ["arm", "weighted F1", "macro F1", "accuracy"] + [f"F1 {name}" for name in targets]
-        table_rows = []
-        for arm_name, arm in arms.items():
-            delta = arm.get("delta_vs_baseline") or {}
-            row = [arm_name, _mean_std(arm["weighted_f1"]), _mean_std(arm["macro_f1"]), _mean_std(arm["accuracy"])]
-            for name in targets:
-                cell = _mean_std(arm["per_class"][name]["f1"])
-                if delta:
-                    cell += f" ({delta['per_class'][name]['f1']:+.3f})"
-                row.append(cell)
-            table_rows.append(row)
-        blocks.append(Block("text", f"Test split, mean ± std over {config.seeds} seed(s); brackets: difference "
-                                    "against the baseline arm. Full per-class tables: `classifier/report.md`."))
-        blocks.append(Block("table", (header, table_rows)))
-        per_class_rows = []
-        for name in classifier["classes"]:
-            row = [name]
-            for arm_name, arm in arms.items():
-                delta = arm.get("delta_vs_baseline")
-                cell = _mean_std(arm["per_class"][name]["f1"])
-                if delta:
-                    cell += f" ({delta['per_class'][name]['f1']:+.3f})"
-                row.append(cell)
-            per_class_rows.append(row)
-        blocks.append(Block("table", (["class"] + [f"F1 {arm}" for arm in arms], per_class_rows)))
-        for picture in sorted(study.classifier_dir.glob("*.png")):
-            blocks.append(Block("image", (picture, picture.stem.replace("_", " "))))
+        blocks += _classifier_blocks(study, classifier, reference, targets)
     else:
         blocks.append(Block("text", "The classifier stage has not run."))
     blocks.append(Block("heading", "Attribution"))
     blocks.append(Block("text", "Methods: Klang & Carlberg (2020) and Nilsson & Zettergren (2023), CellaVision / "
                                 "Lund University. PBC images: Acevedo et al., Data in Brief 30 (2020) 105474, "
                                 "CC BY 4.0."))
+    return blocks
+
+
+def _arm_rows(report: dict[str, Any], targets: Sequence[str], label_suffix: str = "") -> list[list[str]]:
+    rows = []
+    for arm_name in report["arms"]:
+        row = [arm_name + label_suffix]
+        for path in (["weighted_f1"], ["macro_f1"], ["accuracy"]):
+            row.append(analysis.mean_interval_text(analysis.arm_values(report, arm_name, path)))
+        for name in targets:
+            row.append(analysis.mean_interval_text(analysis.arm_values(report, arm_name, ["per_class_f1", name])))
+        rows.append(row)
+    return rows
+
+
+def _classifier_blocks(study, classifier: dict[str, Any], reference: dict[str, Any] | None,
+                       targets: Sequence[str]) -> list[Block]:
+    from cellgen.classify.report import interval_text
+
+    config = study.config
+    blocks = []
+    header = ["arm", "weighted F1", "macro F1", "accuracy"] + [f"F1 {name}" for name in targets]
+    rows = _arm_rows(classifier, targets)
+    if reference:
+        rows += _arm_rows(reference, targets, " (every real image: reference)")
+    blocks.append(Block("text", f"Test split, mean and 95 % t interval over {config.seeds} seed(s)"
+                                + ("; the reference row trained the classical arm on the uncapped training set"
+                                   if reference else "") + ". Full per-class tables: `classifier/report.md`."))
+    blocks.append(Block("table", (header, rows)))
+    paired = classifier.get("paired") or {}
+    if paired:
+        blocks.append(Block("text", "Paired differences per class (arm minus the other arm, per seed; mean and "
+                                    "95 % interval; * the interval excludes 0):"))
+        names = list(paired)
+        per_class_rows = []
+        for class_name in classifier["classes"]:
+            row = [class_name]
+            for name in names:
+                stats = paired[name]["per_class"][class_name]
+                row.append(interval_text(stats) + (" *" if stats.get("clear") else ""))
+            per_class_rows.append(row)
+        row = ["weighted F1"] + [interval_text(paired[name]["weighted_f1"])
+                                 + (" *" if paired[name]["weighted_f1"].get("clear") else "") for name in names]
+        per_class_rows.append(row)
+        blocks.append(Block("table", (["class"] + names, per_class_rows)))
+    for picture in sorted(study.classifier_dir.glob("*.png")):
+        blocks.append(Block("image", (picture, picture.stem.replace("_", " "))))
     return blocks
 
 
@@ -367,10 +405,12 @@ def _html(blocks: list[Block]) -> str:
 
 
 def write_report(study) -> dict[str, Path]:
-    """Writes ``report.md`` and ``report.html`` in the study directory; returns their paths."""
-    blocks = build_blocks(study)
+    """Writes ``report.md``, ``report.html`` and ``report.json`` in the study directory; returns their paths."""
+    answer = study_answer(study)
+    numbers = write_json(study.directory / "report.json", answer)
+    blocks = build_blocks(study, answer)
     markdown = study.directory / "report.md"
     markdown.write_text(_markdown(blocks, study.directory), encoding="utf-8")
     page = study.directory / "report.html"
     page.write_text(_html(blocks), encoding="utf-8")
-    return {"markdown": markdown, "html": page}
+    return {"markdown": markdown, "html": page, "json": numbers}

@@ -122,7 +122,8 @@ def train_generator(kind: str, request: RunRequest, verbose: int = 1, log: Comma
 
 @dataclasses.dataclass
 class GenerationRequest:
-    """Images to write from a generator run (the flags of ``generate.py --n``)."""
+    """Images to write from a generator run (the flags of ``generate.py --n``; ``guidance`` and
+    ``sampler`` for a class-conditional DDIM)."""
 
     run: str
     out: str
@@ -131,6 +132,8 @@ class GenerationRequest:
     class_name: str | None = None
     steps: int | None = None
     batch_size: int = GENERATE_BATCH_SIZE
+    guidance: float | None = None
+    sampler: str | None = None
 
     def to_argv(self) -> list[str]:
         argv = ["--run", self.run, "--n", str(self.count), "--out", self.out, "--seed", str(self.seed),
@@ -139,7 +142,16 @@ class GenerationRequest:
             argv += ["--class", self.class_name]
         if self.steps is not None:
             argv += ["--steps", str(self.steps)]
+        if self.guidance is not None:
+            argv += ["--guidance", str(self.guidance)]
+        if self.sampler is not None:
+            argv += ["--sampler", self.sampler]
         return argv
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The options of :func:`cellgen.sampling.load_sampler` (those given)."""
+        options = {"steps": self.steps, "guidance": self.guidance, "sampler": self.sampler}
+        return {key: value for key, value in options.items() if value is not None}
 
 
 def generate_images(request: GenerationRequest, log: CommandLog | None = None) -> list[Path]:
@@ -148,8 +160,7 @@ def generate_images(request: GenerationRequest, log: CommandLog | None = None) -
 
     _record(log, "generate", request.to_argv())
     fresh_session()
-    options = {"steps": request.steps} if request.steps is not None else {}
-    sampler = load_sampler(request.run, **options)
+    sampler = load_sampler(request.run, **request.sampler_options())
     return write_samples(sampler, request.count, request.out, seed=request.seed, class_name=request.class_name,
                          batch_size=request.batch_size, progress=False)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every
 
 
 @dataclasses.dataclass
@@ -50,6 +50,14 @@ class CVAEConfig(CommonConfig):
     """
 
     kind: ClassVar[str] = "cvae"
+    ranges = {
+        **dict.fromkeys(("latent_dim", "kernel_size", "checkpoint_every", "samples_per_class"), at_least(1)),
+        "encoder_filters": every(at_least(1)),
+        "kl_weight": at_least(0),
+        "learning_rate": above(0),
+        "adam_beta_1": between(0, 1, high_open=True),
+        **dict.fromkeys(("sample_every", "save_every"), at_least(0)),
+    }
 
     image_size: int = 28
     epochs: int = 100
@@ -69,29 +77,12 @@ class CVAEConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if not self.encoder_filters or any(filters < 1 for filters in self.encoder_filters):
-            raise ConfigError(f"encoder_filters must be a non-empty list of positive ints, got {self.encoder_filters}")
+        if not self.encoder_filters:
+            raise ConfigError("encoder_filters must not be empty (one stride-2 convolution per entry)")
         depth = len(self.encoder_filters)
         if self.image_size < 2 ** depth:
             raise ConfigError(f"image_size {self.image_size} is too small for {depth} stride-2 convolutions "
                               f"(encoder_filters); it must be at least {2 ** depth}")
-        if self.kernel_size < 1:
-            raise ConfigError(f"kernel_size must be >= 1, got {self.kernel_size}")
-        if self.kl_weight < 0:
-            raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.adam_beta_1 < 1:
-            raise ConfigError(f"adam_beta_1 must be in [0, 1), got {self.adam_beta_1}")
-        for name in ("sample_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.samples_per_class < 1:
-            raise ConfigError(f"samples_per_class must be >= 1, got {self.samples_per_class}")
 
 
 # Matos (2025) Table 1, in the order the experiments were run: each row changes one

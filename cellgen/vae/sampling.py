@@ -97,7 +97,9 @@ def load_decoder(run: RunDir, epoch: int | None = None) -> keras.Model:
     """
     path = run.models / DECODER_FILE if epoch is None else run.model_path(MODEL_KIND, epoch)
     if path.is_file():
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        from cellgen.runs import load_model_file
+
+        return load_model_file(path)  # a truncated file is reported as damaged
     config = run.load_config(CVAEConfig)
     checkpoints = TrainingState(run.checkpoints).checkpoint_paths()
     if epoch is not None:

@@ -81,7 +81,7 @@ class CVAEStage(TrainingStage):
             saved_classes = RunDir(config.out).classes
         common = dict(image_size=config.image_size, crop=crop_option(config.crop), batch_size=config.batch_size,
                       seed=config.seed, on_error=config.on_error, workers=config.workers)
-        reader = DataReader(config.data, shuffle=True, classes=saved_classes, **common)
+        reader = DataReader(config.data, shuffle=True, classes=saved_classes or config.classes or None, **common)
         val_reader = None
         if config.val_data:
             try:

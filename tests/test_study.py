@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def _config(**extra):
 
 
 def test_full_study_writes_every_stage_and_the_report(tmp_path):
-    study = Study(_config(), tmp_path / "study")
+    study = Study(_config(seeds=2), tmp_path / "study")
     report = study.run()
     for stage in STAGES:
         assert study.is_done(stage), stage
@@ -47,15 +48,27 @@ def test_full_study_writes_every_stage_and_the_report(tmp_path):
     assert (study.directory / "expert_kit" / "basophil").is_dir()
     classifier = json.loads((study.classifier_dir / "report.json").read_text())
     assert set(classifier["arms"]) == {"baseline", "synthetic"}
+    assert classifier["paired"]["synthetic - baseline"]["weighted_f1"]["seeds"] == [0, 1]
+    # The reference: the classical arm on every real image (24 basophils), the same seeds.
+    reference = json.loads((study.reference_dir / "report.json").read_text())
+    assert list(reference["arms"]) == ["classical"] and reference["seeds"] == [0, 1]
+    assert reference["arms"]["classical"]["runs"][0]["train_images"] == 192
+    assert classifier["arms"]["baseline"]["runs"][0]["train_images"] == 192 - 18
+    answer = json.loads((study.directory / "report.json").read_text())
+    assert answer["scarcity"]["class"] == "basophil" and answer["scarcity"]["share_recovered"] is None
+    assert "classical arm" in answer["scarcity"]["note"]  # no classical arm on the kept images here
+    assert any(line.startswith("synthetic - baseline, F1 of basophil") for line in answer["verdict"])
     text = report.read_text()
     assert "| arm | weighted F1" in text and "## Verdict" in text
+    assert text.index("**Question.**") < text.index("## Verdict") < text.index("## Data")
+    assert "95 % interval" in text and "(every real image: reference)" in text
     assert "report_assets/real_vs_synthetic_basophil.png" in text
     html = (study.directory / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4
     commands = (study.directory / "commands.sh").read_text()
     scripts = [shlex.split(line)[1] for line in commands.splitlines()]
     assert scripts == ["train_vanilla_gan.py", "train_vanilla_gan.py", "generate.py", "evaluate_classifier.py",
-                       "evaluate_generator.py", "expert_test.py", "evaluate_classifier.py"]
+                       "evaluate_generator.py", "expert_test.py", "evaluate_classifier.py", "evaluate_classifier.py"]
     # Precision "preset": no stage is forced, each keeps its preset's precision.
     assert "precision" not in commands
     assert base_config["precision"] == load_config(VanillaGANConfig, "gan_fast").precision
@@ -116,12 +129,17 @@ def _check_commands_reproduce_the_stages(study, tmp_path):
     from cellgen.cli.evaluate_classifier import build_parser as classifier_parser
     from cellgen.cli.evaluate_classifier import config_from_arguments
 
-    runs = ((commands[3], study.evaluation_dir / "feature_classifier"), (commands[6], study.classifier_dir))
+    runs = ((commands[3], study.evaluation_dir / "feature_classifier"), (commands[6], study.classifier_dir),
+            (commands[7], study.reference_dir))
+    configs = []
     for (script, argv), out in runs:
         config = config_from_arguments(classifier_parser().parse_args(argv))
         assert config.to_dict() == json.loads((out / "config.json").read_text()), script
-        assert config.data == str(study.kept_csv)
-    assert config.synthetic == str(study.synthetic_dir()) and config.arms == ["baseline", "synthetic"]
+        configs.append(config)
+    assert configs[0].data == configs[1].data == str(study.kept_csv)
+    assert configs[1].synthetic == str(study.synthetic_dir()) and configs[1].arms == ["baseline", "synthetic"]
+    # the reference alone reads the uncapped training folder
+    assert configs[2].data == study.config.train and configs[2].arms == ["classical"] and not configs[2].synthetic
 
 
 def test_study_precision_is_forced_only_when_set(tmp_path):
@@ -202,3 +220,110 @@ def test_inception_extractor_offline_fails_before_training(tmp_path, no_imagenet
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: --inception-weights imagenet") and len(error.splitlines()) == 1
     assert not (tmp_path / "s" / "generators").exists()
+
+
+# Issue 17: the conditional DDIM, the filter, every class synthesised, the reference and the answer --------
+
+CONDITIONAL_OVERRIDES = [
+    "generator=ddim_cond", "generator_preset=ddim_cond32",
+    "generator_overrides=[\"epochs=1\", \"depth=2\", \"base_width=8\", \"block_depth=1\", \"condition_dims=16\", "
+    "\"class_embedding_dims=8\", \"batch_size=16\", \"grid_size=8\", \"diffusion_steps=2\"]",
+    "guidance=1.5", "sample_steps=2", "synthetic_classes=all", "synthetic_count=2",
+    "filter_threshold=0.01", "filter_candidates=1.5", "arms=classical,classical+synthetic", "seeds=2",
+    "extractor=none", "expert_kit_size=0",
+]
+
+
+def test_conditional_study_with_filter_and_every_class(tmp_path):
+    from cellgen.classify import mixing
+
+    config = load_config(StudyConfig, None, TINY_OVERRIDES + CONDITIONAL_OVERRIDES)
+    assert config.conditional and config.trainer_kind == "ddim"
+    study = Study(config, tmp_path / "study")
+    study.run()
+    base = json.loads((study.base_run / "config.json").read_text())
+    assert base["conditional"] is True and base["data"] == str(study.kept_csv) and len(base["class_names"]) == 8
+    assert not (study.directory / "generators" / "basophil").exists()  # no fine-tuning
+    assert study.stage_record("finetune")["outputs"]["skipped"]
+    # Every class: ceil(2 x 1.5) = 3 candidates, at most 2 kept after the filter.
+    classes = list(json.loads((study.directory / "data" / "counts.json").read_text())["original"])
+    for name in classes:
+        assert len(list(study.candidates_dir(name).glob("*.png"))) == 3
+        assert 1 <= len(list(study.synthetic_dir(name).glob("*.png"))) <= 2
+    summary = json.loads((study.filter_dir / "summary.json").read_text())
+    assert set(summary) == set(classes) and summary["basophil"]["candidates"] == 3
+    # No leak: the filter classifier trained, validated and was tested on exactly the kept list.
+    kept = sorted(tuple(row.split(",")) for row in study.kept_csv.read_text().splitlines()[1:])
+    filter_data = study.filter_dir / "classifier" / "data"
+    for name in ("seed-0/train-classical.csv", "val.csv", "test.csv"):
+        rows = sorted((path, label) for path, label, origin in mixing.read_rows(filter_data / name))
+        assert rows == kept, name
+    held_out = {str(path.resolve()) for path in Path(study.config.val).rglob("*.*")}
+    held_out |= {str(path.resolve()) for path in Path(study.config.test).rglob("*.*")}
+    assert not held_out & {path for path, _ in kept}
+    # generate.py lines carry the class and the guidance weight of the conditional run.
+    generate_lines = [argv for script, argv in _commands(study) if script == "generate"]
+    assert len(generate_lines) == 8
+    assert all("--class" in argv and argv[argv.index("--guidance") + 1] == "1.5" for argv in generate_lines)
+    classifier = json.loads((study.classifier_dir / "report.json").read_text())
+    synthetic_rows = mixing.count_rows(mixing.read_rows(study.classifier_dir / "data" / "seed-0" /
+                                                        "train-classical_synthetic.csv"))[mixing.SYNTHETIC]
+    assert set(synthetic_rows) == set(classes) and len(set(synthetic_rows.values())) == 1
+    assert list(classifier["paired"]) == ["classical+synthetic - classical"]
+    answer = json.loads((study.directory / "report.json").read_text())
+    scarcity = answer["scarcity"]
+    assert set(scarcity) >= {"class", "f1_full", "f1_scarce", "f1_best_synthetic", "best_synthetic_arm",
+                             "share_recovered", "share_recovered_interval"}
+    assert scarcity["best_synthetic_arm"] == "classical+synthetic" and scarcity["seeds"] == [0, 1]
+    reference = json.loads((study.reference_dir / "report.json").read_text())
+    full = [run["per_class_f1"]["basophil"] for run in reference["arms"]["classical"]["runs"]]
+    assert scarcity["f1_full"] == pytest.approx(sum(full) / 2)
+    text = (study.directory / "report.md").read_text()
+    assert "**Scarcity.**" in text and "Filter:" in text
+
+
+def _report(arms: dict[str, dict[int, float]], name="basophil"):
+    """A classifier report.json with only what the analysis reads: per-seed F1 of one class."""
+    return {"arms": {arm: {"runs": [{"seed": seed, "per_class_f1": {name: value}} for seed, value in seeds.items()]}
+                     for arm, seeds in arms.items()}}
+
+
+def test_scarcity_share_and_its_interval_from_hand_made_numbers():
+    from cellgen.classify.metrics import ratio_interval
+    from cellgen.study.analysis import scarcity_sentence, scarcity_summary
+
+    arms = _report({"classical": {0: 0.60, 1: 0.64, 2: 0.62},
+                    "synthetic": {0: 0.70, 1: 0.69, 2: 0.71},
+                    "classical+synthetic": {0: 0.74, 1: 0.76, 2: 0.78}})
+    reference = _report({"classical": {0: 0.86, 1: 0.88, 2: 0.84}})
+    result = scarcity_summary(arms, reference, "basophil")
+    assert result["best_synthetic_arm"] == "classical+synthetic"
+    assert result["f1_scarce"] == pytest.approx(0.62) and result["f1_full"] == pytest.approx(0.86)
+    assert result["f1_best_synthetic"] == pytest.approx(0.76)
+    assert result["share_recovered"] == pytest.approx((0.76 - 0.62) / (0.86 - 0.62))
+    expected = ratio_interval([0.14, 0.12, 0.16], [0.26, 0.24, 0.22])
+    assert result["share_recovered_interval"] == pytest.approx([expected["low"], expected["high"]])
+    assert result["share_recovered_interval"][0] < result["share_recovered"] < result["share_recovered_interval"][1]
+    sentence = scarcity_sentence(result, kept=85, original=849)
+    assert "58 % of the loss won back" in sentence and "849" in sentence
+    # no reference, no classical arm, no loss: the share is not measured and the note says why
+    assert scarcity_summary(arms, None, "basophil")["share_recovered"] is None
+    assert "classical" in scarcity_summary(_report({"baseline": {0: 0.5}}), reference, "basophil")["note"]
+    no_loss = scarcity_summary(arms, _report({"classical": {0: 0.5, 1: 0.5, 2: 0.5}}), "basophil")
+    assert no_loss["share_recovered"] is None and "no loss" in no_loss["note"]
+
+
+def test_verdict_sentences_call_a_difference_clear_only_outside_its_interval():
+    from cellgen.study.analysis import difference_sentence, verdict_lines
+
+    base = {"arm_mean": 0.8, "other_mean": 0.7, "mean": 0.1, "n": 3, "level": 0.95}
+    assert difference_sentence("x", {**base, "low": 0.02, "high": 0.18}).endswith("a clear gain.")
+    assert difference_sentence("x", {**base, "mean": -0.1, "low": -0.18, "high": -0.02}).endswith("clearly worse.")
+    assert "no clear difference" in difference_sentence("x", {**base, "low": -0.02, "high": 0.22})
+    assert "one seed" in difference_sentence("x", {**base, "n": 1, "low": None, "high": None})
+    stats = {**base, "low": 0.02, "high": 0.18}
+    report = {"paired": {name: {"weighted_f1": stats, "per_class": {"basophil": stats}}
+                         for name in ("classical - baseline", "classical+synthetic - classical")}}
+    lines = verdict_lines(report, ["basophil"])
+    assert lines[0].startswith("classical+synthetic - classical, F1 of basophil")  # the question first
+    assert len(lines) == 4

@@ -66,23 +66,12 @@ def resolve_config(request: RunRequest) -> DiffusionConfig:
 def fixed_noise(config: DiffusionConfig) -> np.ndarray:
     """The noise of the sample grids: the same every epoch (and on resume) for a seed."""
     rng = np.random.default_rng([config.seed, 4242])
-    return rng.standard_normal((config.grid_size, config.image_size, config.image_size, 3)).astype(np.float32)
+    count = max(config.grid_size, 4)
+    return rng.standard_normal((count, config.image_size, config.image_size, 3)).astype(np.float32)
 
 
 def is_conditional(config: DiffusionConfig) -> bool:
     return bool(getattr(config, "conditional", False))
-
-
-def grid_labels(config: DiffusionConfig) -> np.ndarray | None:
-    """Class ids of the sample grid of a conditional model: one block of rows per class
-    (a fine-tune on one class draws that class only), None for an unconditional model."""
-    if not is_conditional(config):
-        return None
-    names = list(config.class_names)
-    chosen = [names.index(config.class_name)] if config.class_name else list(range(len(names)))
-    per_class = max(1, config.grid_size // len(chosen))
-    labels = np.repeat(np.asarray(chosen, dtype=np.int32), per_class)
-    return np.resize(labels, config.grid_size).astype(np.int32)
 
 
 class ValidationKID(keras.callbacks.Callback):
@@ -227,18 +216,27 @@ class DiffusionStage(TrainingStage):
         return []
 
     def write_grid(self, run: RunDir, name: str, epoch: int) -> None:
+        """Samples from fixed noise with the EMA network; a conditional model draws one row per class
+        (the same noise in every row, so the rows differ only by the class)."""
         from cellgen.plots import save_image_grid
 
         config = self.config
-        labels = grid_labels(config)
-        options = {"labels": labels} if labels is not None else {}
-        images = self.model.generate_from_noise(self.noise, steps=config.diffusion_steps, eta=config.sample_eta,
-                                                seed=config.seed, **options)
+        sampler = self.model.resolve_sampler(None)
         if epoch == 0:
             title = f"base model {config.finetune_from} (epoch {config.finetune_epoch})"
         else:
-            method = "DDIM" if config.sample_eta == 0 else f"DDIM eta={config.sample_eta}"
+            method = sampler if config.sample_eta == 0 or sampler != "ddim" else f"ddim eta={config.sample_eta}"
             title = f"epoch {epoch}: {config.diffusion_steps} {method} steps, EMA network"
+        options = dict(steps=config.diffusion_steps, eta=config.sample_eta, seed=config.seed)
+        if is_conditional(config):
+            rows = len(self.model.sample_classes)
+            columns = max(4, config.grid_size // rows)
+            images, row_names = self.model.generate_class_grid(self.noise[:columns], **options)
+            title += f", guidance {config.guidance:g}"
+            save_image_grid(images, run.samples / f"{name}.png", columns=columns, row_labels=row_names,
+                            title=title, scale=max(1, 64 // config.image_size))
+            return
+        images = self.model.generate_from_noise(self.noise[:config.grid_size], **options)
         columns = max(1, int(math.ceil(math.sqrt(len(images)))))
         save_image_grid(images, run.samples / f"{name}.png", columns=columns, title=title,
                         scale=max(1, 96 // config.image_size))

@@ -2,9 +2,11 @@
 
 1. checks the embedded PBC sample (class counts, image sizes, unreadable files) and
    writes a preview grid with a row per class;
-2. runs the augmentation study ``configs/study_demo.toml``: a small DDIM trained on
-   the sample, fine-tuned on basophils cut to 8 images, synthetic basophils, a small
-   classifier with and without them, and the report (``OUT/study/report.html``).
+2. runs the augmentation study ``configs/study_demo.toml`` (the design of the basophil
+   study): basophils cut to 8 images, a class-conditional DDIM trained on the kept
+   images of every class and sampled for basophils, a small classifier in the baseline,
+   classical and classical+synthetic arms with 3 paired seeds, the classical reference on
+   every basophil, and the report (``OUT/study/report.html``).
 
 Re-running resumes the study where it stopped.
 """

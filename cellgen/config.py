@@ -315,10 +315,9 @@ def apply_overrides(config: C, overrides: dict[str, Any]) -> C:
             import difflib
 
             close = difflib.get_close_matches(key, list(types_by_name), n=1, cutoff=0.75)
-            if close:  # a mistyped key: name the one meant rather than all of them
-                raise ConfigError(f"unknown config key {key!r}; did you mean {close[0]!r}?")
+            hint = f" (did you mean {close[0]!r}?)" if close else ""  # a mistyped key: the one meant first
             valid = ", ".join(sorted(types_by_name))
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+            raise ConfigError(f"unknown config key {key!r}{hint}; valid keys: {valid}")
         changes[key] = _coerce(key, value, types_by_name[key])
     updated = dataclasses.replace(config, **changes)
     updated.validate()

@@ -333,8 +333,10 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
             run.log(f"data: {note}")
     session_seconds = time.perf_counter() - fit_started
     epochs_done = state_epochs(state, initial_epoch)
-    if initial_epoch < epochs_done and epochs_done not in stage.saved_epochs(run):
-        stage.save_models(run, epochs_done)  # early stopping ended before the last epoch
+    if epochs_done and epochs_done not in stage.saved_epochs(run):
+        # Early stopping ended before the last epoch, or a killed process left the last epoch's
+        # checkpoint without its model files (then this resumed session trains nothing).
+        stage.save_models(run, epochs_done)
     stage.after_fit(run)
 
     history = clean_history(run.logs / "history.csv")

@@ -134,7 +134,7 @@ CASES = data_cases() + [
          says=("unknown config key 'colour'", "valid keys"), no_run=True),
     Case("mistyped-set-key", "train_ddim",
          [*DDIM, "--data", "{good}", "--set", "learnig_rate=1e-3", "--out", "{out}"], 2,
-         says=("'learnig_rate'", "did you mean 'learning_rate'"), no_run=True),
+         says=("'learnig_rate' (did you mean 'learning_rate'?)",), no_run=True),
     Case("set-without-value", "train_cvae", [*CVAE, "--data", "{good}", "--set", "kl_weight", "--out", "{out}"], 2,
          says=("--set expects key=value",), no_run=True),
     Case("overflowing-epochs", "train_ddim",  # no --epochs flag here: it would win over --set

@@ -263,7 +263,7 @@ def test_synthetic_from_a_generator_run(tmp_path, fake_generator_kind):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--backbone", "resnet9"], "backbone: unknown backbone 'resnet9'"),
-    (["--backbone", "xception", "--size", "64"], "image_size 64 is below the xception minimum of 71 px"),
+    (["--backbone", "xception", "--size", "64"], "(image_size|--size) 64 is below the xception minimum of 71 px"),
     (["--weights", "/nonexistent/backbone.weights.h5"], "weights: file not found: /nonexistent/backbone.weights.h5"),
     (["--val", "CHANGED_VAL"], "--val .*: class set differs from --train .* \\(lacks platelet\\)"),
     (["--arms", "baseline,synthetic"], "arm\\(s\\) synthetic need --synthetic DIR or --synthetic-from RUN"),

@@ -79,6 +79,8 @@ def _commands(study):
     """commands.sh as (script module name, argv) pairs."""
     rows = []
     for line in (study.directory / "commands.sh").read_text().splitlines():
+        if line.startswith("#"):
+            continue  # a step without a script of its own (the filter's scoring)
         python, script, *argv = shlex.split(line)
         assert python == "python"
         rows.append((script.removesuffix(".py"), argv))
@@ -327,3 +329,39 @@ def test_verdict_sentences_call_a_difference_clear_only_outside_its_interval():
     lines = verdict_lines(report, ["basophil"])
     assert lines[0].startswith("classical+synthetic - classical, F1 of basophil")  # the question first
     assert len(lines) == 4
+
+
+def test_sweep_runs_one_study_per_cap_and_plots_f1_against_real_images(tmp_path, monkeypatch):
+    """Item 7 of issue 17 (off by default): the runs are faked; the caps, the summary and the plot are real."""
+    from cellgen.runs import write_json
+    from cellgen.study import pipeline
+
+    seen = []
+    kept_by_cap = {2: 2, 6: 6, 1.0: 24}
+
+    def fake_run(self, from_stage=None, until=None):
+        cap = self.config.limit_class["basophil"]
+        seen.append((cap, self.config.sweep_caps, self.config.reference))
+        kept = kept_by_cap[cap]
+        write_json(self.directory / "data" / "counts.json", {"original": {"basophil": 24}, "kept": {"basophil": kept}})
+        f1 = {"classical": 0.3 + kept / 40, "classical+synthetic": 0.5 + kept / 60}
+        write_json(self.classifier_dir / "report.json", {"arms": {
+            arm: {"runs": [{"seed": seed, "per_class_f1": {"basophil": value + 0.01 * seed}} for seed in range(3)]}
+            for arm, value in f1.items()}})
+        return self.directory / "report.md"
+
+    monkeypatch.setattr(pipeline.Study, "run", fake_run)
+    config = _config(sweep_caps="[2, 6, 1.0]")
+    assert StudyConfig().sweep_caps == []  # off by default
+    path = pipeline.run_study(config, tmp_path / "sweep")
+    assert [cap for cap, _, _ in seen] == [2, 6, 1.0] and all(caps == [] and not ref for _, caps, ref in seen)
+    assert (tmp_path / "sweep" / "caps" / "cap-6" / "classifier" / "report.json").is_file()
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [row["kept"] for row in summary["caps"]] == [2, 6, 24]
+    assert summary["caps"][0]["arms"]["classical"]["mean"] == pytest.approx(0.3 + 2 / 40 + 0.01)
+    share = summary["caps"][1]["scarcity"]["share_recovered"]  # against the cap-1 classical arm
+    assert share == pytest.approx(((0.5 + 6 / 60) - (0.3 + 6 / 40)) / ((0.3 + 24 / 40) - (0.3 + 6 / 40)))
+    assert (tmp_path / "sweep" / "sweep_f1.png").stat().st_size > 0
+    assert path.name == "sweep.md" and "| 6 | 6 |" in path.read_text()
+    with pytest.raises(ConfigError, match="sweep_caps"):
+        _config(sweep_caps="[0]")

@@ -86,6 +86,21 @@ def test_a_set_given_with_resume_holds_for_that_session_only(tmp_path, data):
     assert RunDir.open(out).is_complete
 
 
+def test_keep_set_writes_a_resumed_sessions_settings_into_the_config_and_the_log_says_what_was_set(
+        tmp_path, data, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY, "--data", data, "--out", str(out), "--epochs", "1"]) == 0
+    assert main(["--out", str(out), "--resume", "--epochs", "2", "--set", "learning_rate=3e-4", "--quiet"]) == 0
+    assert "learning_rate=0.0003 hold(s) for this session only" in capsys.readouterr().out
+    assert main(["--out", str(out), "--resume", "--epochs", "3", "--set", "learning_rate=2e-4", "--keep-set",
+                 "--quiet"]) == 0
+    saved = read_json(out / "config.json")
+    assert saved["learning_rate"] == 2e-4 and saved["epochs"] == 3
+    log = (out / "logs" / "run.log").read_text()
+    assert "for this session only: learning_rate=0.0003 (saved: 0.001)" in log
+    assert "kept in config.json: learning_rate=0.0002 (saved: 0.001)" in log
+
+
 def test_a_resumed_session_that_fails_is_not_complete(tmp_path, data):
     out = tmp_path / "run"
     assert main([*TINY, "--data", data, "--out", str(out), "--epochs", "1"]) == 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import CommonConfig, ConfigError, Range, above, at_least, between, one_of
 
 ARMS = ("baseline", "classical", "synthetic", "classical+synthetic")
 SYNTHETIC_ARMS = ("synthetic", "classical+synthetic")
@@ -83,6 +83,15 @@ class ClassifierConfig(CommonConfig):
     """
 
     kind: ClassVar[str] = "classifier"
+    ranges: ClassVar[dict[str, Range]] = {
+        "alpha": above(0), "bn_momentum": between(0, 1, high_open=True), "dropout": between(0, 1, high_open=True),
+        "cnn_width": at_least(1), "cnn_blocks": at_least(1), "learning_rate": above(0),
+        "early_stopping_patience": at_least(0, note="0 = off"), "class_weights": one_of(*CLASS_WEIGHTS),
+        "sampling": one_of(*SAMPLINGS), "steps_per_epoch": at_least(0, note="0 = one pass"),
+        "mode": one_of(*MODES), "seeds": at_least(1), "synthetic_ratio": at_least(0),
+        "synthetic_count": at_least(0), "classical_rotation": between(0, 360),
+        "classical_zoom": between(0, 1, high_open=True), "checkpoint_every": at_least(1),
+    }
 
     image_size: int = 128
     batch_size: int = 32
@@ -127,26 +136,6 @@ class ClassifierConfig(CommonConfig):
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone: unknown backbone {self.backbone!r}; choose one of "
                               f"{', '.join(sorted(BACKBONES))}")
-        if self.alpha <= 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if not 0.0 <= self.bn_momentum < 1.0:
-            raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.cnn_width < 1 or self.cnn_blocks < 1:
-            raise ConfigError(f"cnn_width and cnn_blocks must be >= 1, got {self.cnn_width}, {self.cnn_blocks}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.early_stopping_patience < 0:
-            raise ConfigError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise ConfigError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
-        if self.steps_per_epoch < 0:
-            raise ConfigError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be 'multiclass' or 'binary', got {self.mode!r}")
         if self.mode == "binary" and not self.positive:
             raise ConfigError("mode 'binary' needs the positive class (--positive CLASS)")
         if not self.arms:
@@ -156,14 +145,8 @@ class ClassifierConfig(CommonConfig):
             raise ConfigError(f"arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         if len(set(self.arms)) != len(self.arms):
             raise ConfigError(f"arms: an arm is listed twice in {','.join(self.arms)}")
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if self.synthetic and self.synthetic_from:
             raise ConfigError("give either --synthetic DIR or --synthetic-from RUN, not both")
-        if self.synthetic_ratio < 0:
-            raise ConfigError(f"synthetic_ratio must be >= 0, got {self.synthetic_ratio}")
-        if self.synthetic_count < 0:
-            raise ConfigError(f"synthetic_count must be >= 0, got {self.synthetic_count}")
         if self.synthetic_match_positive and self.synthetic_count:
             raise ConfigError("give only one of synthetic_count and synthetic_match_positive")
         if self.synthetic_match_positive and not self.positive:
@@ -175,10 +158,6 @@ class ClassifierConfig(CommonConfig):
                 raise ConfigError(f"limit_class: {name}={fraction!r} is not a number") from None
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"limit_class: {name}={fraction} must be a fraction in (0, 1]")
-        if self.classical_rotation < 0 or not 0 <= self.classical_zoom < 1:
-            raise ConfigError("classical_rotation must be >= 0 and classical_zoom in [0, 1)")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
     @property
     def uses_synthetic(self) -> bool:

@@ -1,10 +1,11 @@
 """``evaluate_classifier.py``: F1 of a classifier trained with and without synthetic images.
 
 Trains one classifier per arm and seed (baseline = real images only,
-classical = rotation + zoom, synthetic = real + generated, classical+synthetic)
-on the same splits, seeds and budget, tests each on the test split in
-inference mode and writes ``OUT/report.json``, ``OUT/report.md``, confusion
-matrices and a per-class F1 bar chart.
+classical = flips and quarter turns (``classical_dihedral``), rotation and zoom,
+synthetic = real + generated, classical+synthetic) on the same splits, seeds and
+budget, tests each on the test split in inference mode and writes ``OUT/report.json``
+(with the paired per-seed differences between arms and their 95 % intervals),
+``OUT/report.md``, confusion matrices and a per-class F1 bar chart.
 
 Examples:
     # Klang & Carlberg: Xception, every class +50 % AC-GAN images, four arms, three seeds
@@ -123,4 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for arm, summary in report["arms"].items():
         stats = summary["weighted_f1"]
         print(f"{arm:>20}: weighted F1 {stats['mean']:.4f} ± {stats['std']:.4f} over {stats['n']} seed(s)")
+    from cellgen.classify.report import interval_text
+
+    for name, comparison in report.get("paired", {}).items():
+        print(f"{name:>36}: weighted F1 {interval_text(comparison['weighted_f1'], 4)} "
+              "(paired over seeds, 95 % interval)")
     return 0

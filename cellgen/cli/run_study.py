@@ -1,7 +1,8 @@
 """``run_study.py``: does synthetic data for my rare class improve my classifier?
 
-Runs every stage (prepare, base, finetune, generate, evaluate, classify, report)
-in order and writes ``STUDY/report.md`` and ``STUDY/report.html``. Re-running the
+Runs every stage (prepare, base, finetune, generate, filter, evaluate, classify,
+report) in order and writes ``STUDY/report.md``, ``STUDY/report.html`` and
+``STUDY/report.json`` (paired verdicts and the share of the scarcity loss won back). Re-running the
 same command skips finished stages and resumes an interrupted one.
 
 Examples:
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"the outputs of the finished stages are kept in {args.out}; re-run the same command to "
               "resume", file=sys.stderr)
         return 1
-    if report.is_file():
+    if report.is_file() and report.name == "sweep.md":
+        print(f"sweep report: {report} (plot: {report.with_name('sweep_f1.png')})")
+    elif report.is_file():
         print(f"study report: {report} (and {report.with_suffix('.html')})")
     return 0

@@ -30,7 +30,7 @@ import dataclasses
 import math
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every, one_of
+from cellgen.config import CommonConfig, ConfigError, above, at_least, between, one_of
 from cellgen.config import load_config  # noqa: F401  (doctest)
 
 UPSAMPLING_KINDS = ("transposed", "nearest")
@@ -76,7 +76,6 @@ class AdversarialConfig(CommonConfig):
         **dict.fromkeys(("g_learning_rate", "d_learning_rate"), above(0)),
         **dict.fromkeys(("g_beta_1", "d_beta_1"), between(0, 1, high_open=True)),
         **dict.fromkeys(("sample_every", "save_every", "checkpoint_every", "keep_checkpoints"), at_least(1)),
-        "augment": every(one_of(*AUGMENT_POLICIES)),
         "ada_target": between(0, 1, low_open=True, high_open=True),
         "ada_kimg": above(0),
     }
@@ -97,6 +96,11 @@ class AdversarialConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        # A list option: the message names every unknown policy (not only the first, as a range would).
+        unknown = [name for name in self.augment if name not in AUGMENT_POLICIES]
+        if unknown:
+            raise ConfigError(f"augment: unknown polic{'ies' if len(unknown) > 1 else 'y'} "
+                              f"{', '.join(map(repr, unknown))}; valid: {', '.join(AUGMENT_POLICIES)}")
         if self.ada and not self.augment:
             raise ConfigError("ada adapts the probability of the augment policies: set augment too "
                               f"(e.g. --set augment={','.join(AUGMENT_POLICIES)})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError
+from cellgen.config import CommonConfig, ConfigError, Range, at_least, between, one_of
 
 # ddim_cond: one class-conditional DDIM (classifier-free guidance) of every class, sampled per class;
 # ddim / vanilla_gan: a base model fine-tuned per synthesised class (N&Z 2023).
@@ -65,6 +65,9 @@ class StudyConfig(CommonConfig):
         reference: with ``limit_class``, also train the ``classical`` arm on the uncapped training
             set (a reference only: no generator, filter or other arm sees the removed images),
             so the report measures the share of the scarcity loss the synthetic images win back.
+        sweep_caps: off when empty. Caps (fractions or counts) of the scarce class: the whole
+            study runs once per cap (``DIR/caps/cap-CAP/``) and ``DIR/sweep_f1.png`` plots its F1
+            against the real images kept, one line per arm (:mod:`cellgen.study.sweep`).
         extractor: feature extractor for FID/KID: ``domain`` (a classifier trained on the
             kept real training images in the study, the default: ImageNet features weigh
             cell detail poorly), ``inception`` (needs ImageNet weights) or a ``.keras`` path;
@@ -78,6 +81,12 @@ class StudyConfig(CommonConfig):
     """
 
     kind: ClassVar[str] = "study"
+    ranges: ClassVar[dict[str, Range]] = {
+        "generator": one_of(*GENERATOR_KINDS), "seeds": at_least(1), "synthetic_count": at_least(0),
+        "generator_image_size": at_least(0, note="0 = image_size"), "guidance": at_least(0),
+        "synthetic_classes": one_of(*SYNTHETIC_CLASS_CHOICES),
+        "filter_threshold": between(0, 1, high_open=True, note="0 = no filter"), "filter_candidates": at_least(1),
+    }
     # "preset": each stage keeps its own preset's precision (bf16 suits the DDIM on AMX CPUs,
     # while MobileNetV2's depthwise convolutions are slower in bf16 on CPUs).
     precisions: ClassVar[tuple[str, ...]] = ("preset", "fp32", "bf16", "fp16", "auto")
@@ -106,6 +115,7 @@ class StudyConfig(CommonConfig):
     arms: list[str] = dataclasses.field(default_factory=lambda: list(ARMS))
     seeds: int = 3
     reference: bool = True
+    sweep_caps: list[float] = dataclasses.field(default_factory=list)
     extractor: str = "domain"
     evaluation_count: int = 0
     evaluation_seeds: int = 1
@@ -132,22 +142,6 @@ class StudyConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.generator not in GENERATOR_KINDS:
-            raise ConfigError(f"generator must be one of {', '.join(GENERATOR_KINDS)}; got {self.generator!r}")
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
-        if self.synthetic_count < 0:
-            raise ConfigError(f"synthetic_count must be >= 0, got {self.synthetic_count}")
-        if self.generator_image_size < 0:
-            raise ConfigError(f"generator_image_size must be >= 0 (0: image_size), got {self.generator_image_size}")
-        if self.guidance < 0:
-            raise ConfigError(f"guidance must be >= 0, got {self.guidance}")
-        if self.synthetic_classes not in SYNTHETIC_CLASS_CHOICES:
-            raise ConfigError(f"synthetic_classes must be 'target' or 'all', got {self.synthetic_classes!r}")
-        if not 0.0 <= self.filter_threshold < 1.0:
-            raise ConfigError(f"filter_threshold must be in [0, 1) (0 = no filter), got {self.filter_threshold}")
-        if self.filter_candidates < 1.0:
-            raise ConfigError(f"filter_candidates must be >= 1, got {self.filter_candidates}")
         unknown_arms = [arm for arm in self.arms if arm not in ARMS]
         if unknown_arms:
             raise ConfigError(f"study: unknown arm(s) {', '.join(unknown_arms)} (arms: {', '.join(ARMS)})")
@@ -156,6 +150,12 @@ class StudyConfig(CommonConfig):
         for name, amount in self.limit_class.items():
             if not isinstance(amount, (int, float)) or amount <= 0:
                 raise ConfigError(f"limit_class.{name} must be a positive fraction or count, got {amount!r}")
+        if self.sweep_caps:
+            if len(self.limit_class) > 1 or (not self.limit_class and len(self.target_classes) != 1):
+                raise ConfigError("sweep_caps: caps one class; give one limit_class entry or one target class")
+            bad = [cap for cap in self.sweep_caps if not isinstance(cap, (int, float)) or cap <= 0]
+            if bad:
+                raise ConfigError(f"sweep_caps entries must be positive fractions or counts, got {bad}")
         for overrides_name in ("generator_overrides", "finetune_overrides", "classifier_overrides"):
             for item in getattr(self, overrides_name):
                 if "=" not in item:

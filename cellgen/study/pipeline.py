@@ -509,7 +509,11 @@ class Study:
 
 def run_study(config: StudyConfig, directory: str | Path, from_stage: str | None = None,
               until: str | None = None) -> Path:
-    """Runs (or resumes) a study; returns the path of ``report.md``."""
+    """Runs (or resumes) a study; returns the path of ``report.md`` (``sweep.md`` with ``sweep_caps``)."""
+    if config.sweep_caps:
+        from cellgen.study.sweep import run_sweep
+
+        return run_sweep(resolve_sample_paths(config), directory, from_stage=from_stage, until=until)
     return Study(config, directory).run(from_stage=from_stage, until=until)
 
 

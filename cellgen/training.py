@@ -89,6 +89,15 @@ class Built:
         return {name: obj for name, obj in self.checkpointed.items() if isinstance(obj, keras.optimizers.Optimizer)}
 
 
+def reader_options(config: CommonConfig) -> dict[str, Any]:
+    """The reader arguments every stage takes from its config's common fields (size, crop, seed,
+    unreadable-file policy, decoding threads, expected classes)."""
+    from cellgen.data import crop_option
+
+    return dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
+                on_error=config.on_error, workers=config.workers, classes=list(config.classes) or None)
+
+
 def training_reader(data: str, batch_size: int, printer: Callable[[str], None] = print, **options):
     """The shuffled training reader of a generator: full batches only (a static batch splits evenly
     over replicas, and the batch statistics of a one-image remainder are meaningless); a set

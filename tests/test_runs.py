@@ -34,12 +34,20 @@ def test_run_directory_is_self_describing(tmp_path):
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
-    RunDir.create(tmp_path / "run", ToyConfig())
+    run = RunDir.create(tmp_path / "run", ToyConfig())
+    run.unlock()
+    (run.checkpoints / "epoch-0001").mkdir()  # a run with something worth keeping
     with pytest.raises(RunError, match="--resume"):
         RunDir.create(tmp_path / "run", ToyConfig())
     RunDir.create(tmp_path / "run", ToyConfig(), resume=True)
     with pytest.raises(RunError, match="not a cellgen run"):
         RunDir.open(tmp_path)
+
+
+def test_an_attempt_without_checkpoint_or_model_is_started_over(tmp_path, capsys):
+    RunDir.create(tmp_path / "run", ToyConfig(epochs=3)).unlock()
+    assert RunDir.create(tmp_path / "run", ToyConfig(epochs=5)).config_dict()["epochs"] == 5
+    assert "starting over" in capsys.readouterr().out
 
 
 def test_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path):

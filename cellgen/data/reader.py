@@ -246,8 +246,8 @@ class DataReader:
             others = [counts[other] for other in self.classes if other != name]
             median = statistics.median(others)
             count = counts[name]
-            if count > RARE_CLASS_MAX_IMAGES or median < RARE_CLASS_MEDIAN_RATIO * count:
-                continue
+            if not count or count > RARE_CLASS_MAX_IMAGES or median < RARE_CLASS_MEDIAN_RATIO * count:
+                continue  # an empty class is an error of its own (see _missing_class_message)
             matches = close_matches(name, [other for other in self.classes if other != name])
             hint = f" (did you mean '{matches[0]}'?)" if matches else ""
             if isinstance(self._source, _CsvSource):

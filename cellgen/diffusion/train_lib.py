@@ -32,7 +32,7 @@ from cellgen.config import ConfigError, RunRequest
 from cellgen.diffusion.config import ARCHITECTURE_FIELDS, DiffusionConfig
 from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.runs import RunDir, RunError
-from cellgen.training import Built, TrainingStage, run_training, training_reader
+from cellgen.training import Built, TrainingStage, reader_options, run_training, training_reader
 
 # The image statistics come with the base weights, so the fields that decide them are fixed too.
 _FINETUNE_FIXED = ARCHITECTURE_FIELDS + ("crop",)
@@ -152,13 +152,10 @@ class DiffusionStage(TrainingStage):
         return bool(self.config.finetune_from)
 
     def make_readers(self):
-        from cellgen.data import DataError, DataReader, crop_option
+        from cellgen.data import DataError, DataReader
 
         config = self.config
-        class_filter = [config.class_name] if config.class_name else None
-        common = dict(image_size=config.image_size, crop=crop_option(config.crop), seed=config.seed,
-                      on_error=config.on_error, workers=config.workers, class_filter=class_filter,
-                      classes=config.classes or None)
+        common = dict(reader_options(config), class_filter=[config.class_name] if config.class_name else None)
         reader = training_reader(config.data, config.batch_size, **common)
         # A new conditional run's label vocabulary is the data's classes, fixed from then on.
         self.config = config = config.with_data_classes(reader.classes)

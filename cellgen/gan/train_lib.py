@@ -26,7 +26,7 @@ from cellgen.config import ConfigError, RunRequest
 from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.gan.config import ARCHITECTURE_FIELDS, VanillaGANConfig
 from cellgen.runs import RunDir
-from cellgen.training import Built, TrainingStage, run_training, training_reader
+from cellgen.training import Built, TrainingStage, reader_options, run_training, training_reader
 
 
 def _finetune_rules() -> FinetuneRules:
@@ -74,13 +74,9 @@ class GANStage(TrainingStage):
         return None
 
     def make_readers(self):
-        from cellgen.data import crop_option
-
         config = self.config
-        reader = training_reader(config.data, config.batch_size, image_size=config.image_size,
-                                 crop=crop_option(config.crop), seed=config.seed, on_error=config.on_error,
-                                 workers=config.workers, class_filter=self.class_filter(),
-                                 classes=config.classes or None)
+        reader = training_reader(config.data, config.batch_size, class_filter=self.class_filter(),
+                                 **reader_options(config))
         return reader, None
 
     def train_dataset(self, reader, start_epoch: int):

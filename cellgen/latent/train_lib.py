@@ -31,7 +31,7 @@ from cellgen.finetune import FinetuneRules, is_resume, resolve_run_config
 from cellgen.latent.config import FIXED_ON_RESUME, LatentEncoderConfig
 from cellgen.latent.sampling import MODEL_KIND, reconstruct
 from cellgen.runs import RunDir
-from cellgen.training import Built, TrainingStage, run_training, training_reader
+from cellgen.training import Built, TrainingStage, reader_options, run_training, training_reader
 
 
 def resolve_generator(config: LatentEncoderConfig) -> LatentEncoderConfig:
@@ -81,13 +81,8 @@ class EncoderStage(TrainingStage):
     initial_grid = True
 
     def make_readers(self):
-        from cellgen.data import crop_option
-
         self.config = config = resolve_generator(self.config)
-        reader = training_reader(config.data, config.batch_size, image_size=config.image_size,
-                                 crop=crop_option(config.crop), seed=config.seed, on_error=config.on_error,
-                                 workers=config.workers, classes=config.classes or None)
-        return reader, None
+        return training_reader(config.data, config.batch_size, **reader_options(config)), None
 
     def log_line(self) -> str:
         config = self.config

@@ -28,7 +28,7 @@ import numpy as np
 from cellgen.config import RunRequest
 from cellgen.finetune import FinetuneRules, resolve_run_config
 from cellgen.runs import RunDir
-from cellgen.training import Built, TrainingStage, run_training
+from cellgen.training import Built, TrainingStage, reader_options, run_training
 from cellgen.vae.config import CVAEConfig
 from cellgen.vae.sampling import DECODER_FILE, ENCODER_FILE, MODEL_KIND
 
@@ -72,21 +72,21 @@ class CVAEStage(TrainingStage):
         self.resume = resume
 
     def make_readers(self):
-        from cellgen.data import DataError, DataReader, crop_option
+        from cellgen.data import DataError, DataReader
 
         config = self.config
         saved_classes = None
         saved = RunDir(config.out) / "classes.json"
         if self.resume and saved.is_file():
             saved_classes = RunDir(config.out).classes
-        common = dict(image_size=config.image_size, crop=crop_option(config.crop), batch_size=config.batch_size,
-                      seed=config.seed, on_error=config.on_error, workers=config.workers)
-        reader = DataReader(config.data, shuffle=True, classes=saved_classes or config.classes or None, **common)
+        common = dict(reader_options(config), batch_size=config.batch_size)
+        common["classes"] = saved_classes or common["classes"]
+        reader = DataReader(config.data, shuffle=True, **common)
         val_reader = None
         if config.val_data:
             try:
-                val_reader = DataReader(config.val_data, shuffle=False, classes=reader.classes,
-                                        allow_missing_classes=True, **common)
+                val_reader = DataReader(config.val_data, shuffle=False, allow_missing_classes=True,
+                                        **{**common, "classes": reader.classes})
             except DataError as error:
                 raise DataError(f"val_data: {error}") from None
         return reader, val_reader

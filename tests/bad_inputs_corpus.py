@@ -92,11 +92,9 @@ def build_corpus(root: Path) -> dict[str, Path]:
 
     # CSV sources (paths relative to the CSV's folder).
     csvs = root / "csv"
-    good_files = [(str(path.relative_to(root)), path.parent.name)
-                  for name in CLASSES for path in sorted((root / "good" / name).iterdir())]
     csvs.mkdir()
     shutil.copytree(root / "good", csvs / "good")
-    rows = [(f"good/{Path(path).parent.name}/{Path(path).name}", label) for path, label in good_files]
+    rows = [(f"good/{name}/{path.name}", name) for name in CLASSES for path in sorted((csvs / "good" / name).iterdir())]
     paths["csv_missing_column"] = _csv(csvs / "missing_column.csv", ("path", "klass"), rows)
     paths["csv_missing_file"] = _csv(csvs / "missing_file.csv", ("path", "label"),
                                      [*rows, ("good/basophil/not-there.jpg", "basophil")])
@@ -104,7 +102,7 @@ def build_corpus(root: Path) -> dict[str, Path]:
                                       [*rows[:-1], (rows[-1][0], "basophill")])
     # A label typo among larger classes (25+ rows each): accepted with a "typo?" warning when no
     # class list is given. Rows may repeat files.
-    many = [(row[0], row[1]) for row in rows for _ in range(4)]
+    many = [row for row in rows for _ in range(4)]
     paths["csv_rare_label"] = _csv(csvs / "rare_label.csv", ("path", "label"),
                                    [*many, (rows[0][0], "basophill")])
 

@@ -12,7 +12,7 @@ files, CSVs, folders that are not runs, damaged run files. Each case runs a scri
   or one that does not name what is wrong (``says``);
 - questionable input accepted without a ``warning:`` line (``warns``: an image upscaled, files
   skipped, a rare label), or a ``warning:`` where none is due (``quiet``: valid formats that are
-  converted, a non-ASCII file name);
+  converted, a non-ASCII file name; and beside an error that stops a run before it starts);
 - a run folder written before a data error was found (``no_run``), or left looking like a run
   that has something to resume after one (``attempt_only``).
 

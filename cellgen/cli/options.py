@@ -75,6 +75,16 @@ def verbosity(args: argparse.Namespace) -> int:
     return 2 if getattr(args, "quiet", False) else 1
 
 
+def base_run_options(name: str, help: str) -> Callable[[argparse.ArgumentParser], None]:
+    """The ``stage_options`` of a stage built on another run: ``--NAME RUN`` and ``--NAME-epoch N``
+    (e.g. the AC-GAN's ``--backbone``, the encoder's ``--generator``)."""
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(f"--{name}", metavar="RUN", help=help)
+        parser.add_argument(f"--{name}-epoch", type=int, help=f"saved epoch of the {name} run (default: its latest)")
+
+    return add
+
+
 def training_parser(prog: str, doc: str, finetune_help: str | None = None,
                     stage_options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
     """The parser of a training script: its docstring as help, the common and run options, and

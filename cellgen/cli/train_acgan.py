@@ -23,16 +23,12 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import run_trainer, training_parser
-
-
-def _stage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", metavar="RUN", help="trained vanilla_gan run to build on")
-    parser.add_argument("--backbone-epoch", type=int, help="saved epoch of the backbone (default: latest)")
+from cellgen.cli.options import base_run_options, run_trainer, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return training_parser("train_acgan.py", __doc__, stage_options=_stage_options)
+    return training_parser("train_acgan.py", __doc__,
+                           stage_options=base_run_options("backbone", "trained vanilla_gan run to build on"))
 
 
 @guarded

@@ -19,14 +19,12 @@ import argparse
 from typing import Sequence
 
 from cellgen.cli.common import guarded
-from cellgen.cli.options import run_trainer, training_parser
+from cellgen.cli.options import base_run_options, run_trainer, training_parser
 
-def _stage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--generator", metavar="RUN", help="trained vanilla_gan run whose generator stays frozen")
-    parser.add_argument("--generator-epoch", type=int, help="saved epoch of the generator run (default: latest)")
 
 def build_parser() -> argparse.ArgumentParser:
-    return training_parser("train_latent_encoder.py", __doc__, stage_options=_stage_options)
+    return training_parser("train_latent_encoder.py", __doc__, stage_options=base_run_options(
+        "generator", "trained vanilla_gan run whose generator stays frozen"))
 
 
 @guarded

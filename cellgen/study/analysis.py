@@ -115,6 +115,8 @@ def difference_sentence(label: str, stats: dict[str, Any]) -> str:
     if stats.get("low") is None:
         return (f"{label}: {numbers}, one seed). One seed gives no estimate of the run-to-run spread, "
                 "so this is not evidence either way; run more seeds.")
+    if stats.get("std") == 0 and stats["mean"] == 0:
+        return f"{label}: {numbers}, the same in each of {stats['n']} paired seeds): no difference."
     level = round(100 * stats.get("level", CONFIDENCE))
     numbers += (f", {level} % interval {stats['low']:+.3f} to {stats['high']:+.3f} over {stats['n']} "
                 "paired seeds)")

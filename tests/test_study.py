@@ -353,7 +353,11 @@ def test_sweep_runs_one_study_per_cap_and_plots_f1_against_real_images(tmp_path,
     monkeypatch.setattr(pipeline.Study, "run", fake_run)
     config = _config(sweep_caps="[2, 6, 1.0]")
     assert StudyConfig().sweep_caps == []  # off by default
-    path = pipeline.run_study(config, tmp_path / "sweep")
+    with pytest.raises(ConfigError, match="run_sweep"):
+        pipeline.run_study(config, tmp_path / "sweep")
+    from cellgen.study.sweep import run_sweep
+
+    path = run_sweep(config, tmp_path / "sweep")
     assert [cap for cap, _, _ in seen] == [2, 6, 1.0] and all(caps == [] and not ref for _, caps, ref in seen)
     assert (tmp_path / "sweep" / "caps" / "cap-6" / "classifier" / "report.json").is_file()
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())

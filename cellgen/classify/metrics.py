@@ -14,7 +14,8 @@ A ratio with a zero denominator is reported as 0 (as scikit-learn's
 ``zero_division=0``), so a class the model never predicts gets precision 0.
 
 Comparing arms (:func:`paired_comparison`): arms trained with the same seed share
-the initial weights, the real training images and their order, so the difference
+the initial weights and the real training images (and their order, where the arms'
+file lists are the same: baseline and classical), so the difference
 of a metric is taken per seed, d_k = arm_k - other_k, and its mean gets a Student-t
 95 % interval over the n seeds, mean(d) ± t_{0.975, n-1} * sd(d) / sqrt(n)
 (:func:`t_interval`). Pairing removes the seed-to-seed spread both arms share, so

@@ -168,7 +168,7 @@ def paired_markdown(report: dict[str, Any]) -> list[str]:
         return []
     classes = report["classes"]
     lines = ["## Paired differences (same seeds)", "",
-             "Per seed, arm minus the other arm (same initial weights, real images and order); mean and "
+             "Per seed, arm minus the other arm (same initial weights and real images); mean and "
              "95 % Student-t interval over the seeds. **Bold**: the interval excludes 0.", "",
              "| comparison | weighted F1 | macro F1 | " + " | ".join(f"F1 {name}" for name in classes) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in classes) + " |"]

@@ -54,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              "out": args.out}
     config = apply_overrides(config, {key: value for key, value in flags.items() if value is not None})
     try:
-        report = run_study(config, args.out, from_stage=args.from_stage, until=args.until)
+        if config.sweep_caps:
+            from cellgen.study.sweep import run_sweep
+
+            report = run_sweep(config, args.out, from_stage=args.from_stage, until=args.until)
+        else:
+            report = run_study(config, args.out, from_stage=args.from_stage, until=args.until)
     except StudyError as error:
         import sys
 

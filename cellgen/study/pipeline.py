@@ -509,11 +509,10 @@ class Study:
 
 def run_study(config: StudyConfig, directory: str | Path, from_stage: str | None = None,
               until: str | None = None) -> Path:
-    """Runs (or resumes) a study; returns the path of ``report.md`` (``sweep.md`` with ``sweep_caps``)."""
+    """Runs (or resumes) a study; returns the path of ``report.md``
+    (a study with ``sweep_caps`` runs through :func:`cellgen.study.sweep.run_sweep`)."""
     if config.sweep_caps:
-        from cellgen.study.sweep import run_sweep
-
-        return run_sweep(resolve_sample_paths(config), directory, from_stage=from_stage, until=until)
+        raise ConfigError("sweep_caps is set: run the sweep with cellgen.study.sweep.run_sweep (run_study.py does)")
     return Study(config, directory).run(from_stage=from_stage, until=until)
 
 

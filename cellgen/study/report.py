@@ -173,7 +173,7 @@ def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
     if answer.get("scarcity_sentence"):
         blocks.append(Block("text", f"**Scarcity.** {answer['scarcity_sentence']}"))
     blocks.append(Block("list", answer["verdict"]))
-    blocks.append(Block("text", "Arms share every seed (initial weights, real images and their order), so each "
+    blocks.append(Block("text", "Arms share every seed (initial weights, the same real images, and the same order where the files are the same: the synthetic arms add files), so each "
                                 "difference is taken per seed; a difference counts as clear only when its 95 % "
                                 "Student-t interval over the seeds excludes 0. Few seeds and a small test split "
                                 "give wide intervals."))

@@ -45,8 +45,9 @@ def cap_config(config: StudyConfig, cap: float) -> StudyConfig:
 def run_sweep(config: StudyConfig, directory: str | Path, from_stage: str | None = None,
               until: str | None = None) -> Path:
     """Runs (or resumes) the study at every cap, then writes the sweep's summary; returns ``sweep.md``."""
-    from cellgen.study.pipeline import Study
+    from cellgen.study.pipeline import Study, resolve_sample_paths
 
+    config = resolve_sample_paths(config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / "sweep_config.json", config.to_dict())

@@ -396,7 +396,7 @@ def load_config(
 class RunRequest:
     """What a user asked a training script for, without the command line.
 
-    The scripts build one from their options (``cellgen/cli/options.py``); the study and
+    The scripts build one from their options (the command-line layer, ``cli/options.py``); the study and
     the generator comparison build one directly, and :meth:`to_argv` gives the equivalent
     command line for ``commands.sh``.
 

@@ -11,8 +11,9 @@ PYTEST_WORKERS ?= 2
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# The build backend's notes (setuptools' editable-install banner) go to a log, shown on failure.
+	$(PY) -m pip install --quiet --upgrade pip 2> $(VENV)/install.log || (cat $(VENV)/install.log; exit 1)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]" 2>> $(VENV)/install.log || (cat $(VENV)/install.log; exit 1)
 	touch $@
 
 install: $(VENV)/.installed

@@ -146,7 +146,8 @@ def _run_preview(args) -> int:
                        allow_missing_classes=True, verify=False)
     limits = {name: args.per_class for name in probe.classes}
     reader = DataReader(args.path, image_size=args.size, crop=args.crop, shuffle=False, seed=args.seed,
-                        on_error=args.on_error, class_limits=limits, allow_missing_classes=True)
+                        on_error=args.on_error, class_limits=limits, allow_missing_classes=True,
+                        upscale_warning=False)  # a preview enlarges small images on purpose
     images, labels = reader.load_all()
     pixels = to_uint8(images)
     rows = [(name, [pixels[i] for i in np.flatnonzero(labels == class_id)])

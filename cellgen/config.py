@@ -208,6 +208,46 @@ class CommonConfig:
         check_ranges(self, self.declared_ranges())
 
 
+@dataclasses.dataclass
+class GeneratorRunConfig(CommonConfig):
+    """Fields of every generator trainer's run directory (the training loop's snapshots and checkpoints).
+
+    Attributes:
+        sample_every: write a sample grid every this many epochs (0: only after the last epoch).
+        save_every: keep the networks of every this many epochs under ``models/`` (0: only the
+            last epoch's; the last is always kept).
+        checkpoint_every: resumable checkpoint every this many epochs (and after the last).
+        keep_checkpoints: resumable checkpoints kept (older ones are deleted).
+    """
+
+    ranges = {
+        **dict.fromkeys(("sample_every", "save_every"), at_least(0, note="0 = after the last epoch only")),
+        **dict.fromkeys(("checkpoint_every", "keep_checkpoints"), at_least(1)),
+    }
+
+    sample_every: int = 1
+    save_every: int = 1
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass
+class FinetuneConfig(GeneratorRunConfig):
+    """A generator that can train on one class and start from a base run (N&Z's per-abnormality fine-tune).
+
+    Attributes:
+        class_name: train on this class only (``--class``).
+        finetune_from: base run directory whose networks start the training (``--finetune-from RUN[/EPOCH]``).
+        finetune_epoch: saved epoch of the base run that was loaded (0: its latest).
+    """
+
+    ranges = {"finetune_epoch": at_least(0, note="0 = latest")}
+
+    class_name: str = ""
+    finetune_from: str = ""
+    finetune_epoch: int = 0
+
+
 C = TypeVar("C", bound=CommonConfig)
 
 

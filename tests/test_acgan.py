@@ -263,7 +263,7 @@ def test_thesis_preset_follows_a_32px_backbone_and_trains_with_diffaugment(backb
                          out=str(tmp_path / "resolved"))
     config = resolve_config(request)
     assert (config.image_size, config.latent_dim, config.head_units) == (32, 100, 100)
-    with pytest.raises(ConfigError, match="image_size=256 differs from the backbone run's"):
+    with pytest.raises(ConfigError, match=r"image_size=256 differs from the backbone run's image_size=32 .*--size"):
         resolve_config(RunRequest(preset="kc2020_acgan", out=str(tmp_path / "x"),
                                   overrides={"backbone": str(backbone), "data": str(data_dir), "image_size": 256}))
 
@@ -273,6 +273,7 @@ def test_thesis_preset_follows_a_32px_backbone_and_trains_with_diffaugment(backb
                        "--set", "augment=color,translation,cutout", "--set", "ada=true", "--set", "ada_kimg=1",
                        "--quiet"]) == 0
     assert read_json(out / "config.json")["image_size"] == 32
+    assert "image_size 32 and latent_dim 100 taken from the backbone" in (out / "logs" / "run.log").read_text()
     header = (out / "logs" / "history.csv").read_text().splitlines()[0]
     assert "ada_p" in header and "aux_acc_real" in header
     state = read_json(out / "checkpoints" / "epoch-0001" / "state.json")

@@ -9,6 +9,7 @@ Examples:
     python run_study.py --config configs/study_demo.toml --out demo_out/study
     python run_study.py --config study_pbc_scarce_basophil --test ../shared/data/pbc128/val --out runs/basophil
     python run_study.py --config ... --out runs/basophil --from classify   # redo the classifier arms
+    python run_study.py --config study_demo_acgan --out demo_out/study_acgan  # K&C: AC-GAN on a frozen Vanilla-GAN
 """
 
 from __future__ import annotations

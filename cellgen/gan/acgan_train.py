@@ -33,8 +33,10 @@ from cellgen.training import Built, run_training
 # Fields a resumed run keeps from its saved config.
 FIXED_ON_RESUME = ("image_size", "latent_dim", "backbone", "backbone_epoch", "freeze_backbone", "head_layers",
                    "head_units", "generator_head_output")
-# Fields an AC-GAN takes from its backbone run (unless the request sets them, which must then agree).
+# Fields an AC-GAN takes from its backbone run (unless the request sets them, which must then agree),
+# and the options that set them.
 BACKBONE_FIELDS = ("image_size", "latent_dim")
+BACKBONE_FIELD_OPTIONS = {"image_size": "--size or --set image_size", "latent_dim": "--set latent_dim"}
 
 
 def check_backbone_compatible(config: ACGANConfig, backbone_config, backbone_path: str) -> None:
@@ -43,7 +45,8 @@ def check_backbone_compatible(config: ACGANConfig, backbone_config, backbone_pat
         ours, theirs = getattr(config, name), getattr(backbone_config, name)
         if ours != theirs:
             raise ConfigError(f"{name}={ours} differs from the backbone run's {name}={theirs} ({backbone_path}); "
-                              f"an AC-GAN keeps its Vanilla-GAN's {name} (drop the option or train a new backbone)")
+                              f"an AC-GAN keeps its Vanilla-GAN's {name}: leave {name} unset "
+                              f"({BACKBONE_FIELD_OPTIONS[name]}) to follow the backbone, or train a new backbone")
 
 
 def follow_backbone(config: ACGANConfig, backbone_config, explicit=()) -> ACGANConfig:
@@ -111,8 +114,9 @@ class ACGANStage(GANStage):
         return reader, val_reader
 
     def log_line(self) -> str:
-        reader = self.reader
-        return (f"backbone {self.backbone_run.path} epoch {self.backbone_epoch}, {reader.num_images} images, "
+        reader, config = self.reader, self.config
+        return (f"backbone {self.backbone_run.path} epoch {self.backbone_epoch} (image_size {config.image_size} "
+                f"and latent_dim {config.latent_dim} taken from the backbone), {reader.num_images} images, "
                 f"{len(reader.classes)} classes")
 
     def build(self, run: RunDir, from_checkpoint: bool) -> Built:

@@ -30,7 +30,7 @@ import dataclasses
 import math
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, above, at_least, between, one_of
+from cellgen.config import ConfigError, FinetuneConfig, GeneratorRunConfig, above, at_least, between, one_of
 from cellgen.config import load_config  # noqa: F401  (doctest)
 
 UPSAMPLING_KINDS = ("transposed", "nearest")
@@ -46,7 +46,7 @@ ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "start_size", "depth_g", "dep
 
 
 @dataclasses.dataclass
-class AdversarialConfig(CommonConfig):
+class AdversarialConfig(GeneratorRunConfig):
     """What every cellgen GAN config has besides :class:`CommonConfig`: differentiable augmentation.
 
     Subclasses: :class:`VanillaGANConfig`, :class:`cellgen.gan.acgan_config.ACGANConfig`.
@@ -75,7 +75,6 @@ class AdversarialConfig(CommonConfig):
     ranges = {
         **dict.fromkeys(("g_learning_rate", "d_learning_rate"), above(0)),
         **dict.fromkeys(("g_beta_1", "d_beta_1"), between(0, 1, high_open=True)),
-        **dict.fromkeys(("sample_every", "save_every", "checkpoint_every", "keep_checkpoints"), at_least(1)),
         "ada_target": between(0, 1, low_open=True, high_open=True),
         "ada_kimg": above(0),
     }
@@ -84,10 +83,6 @@ class AdversarialConfig(CommonConfig):
     d_learning_rate: float = 2e-4
     g_beta_1: float = 0.5
     d_beta_1: float = 0.5
-    sample_every: int = 1
-    save_every: int = 1
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
     jit_compile: bool = False
     augment: list[str] = dataclasses.field(default_factory=list)
     ada: bool = False
@@ -107,7 +102,7 @@ class AdversarialConfig(CommonConfig):
 
 
 @dataclasses.dataclass
-class VanillaGANConfig(AdversarialConfig):
+class VanillaGANConfig(AdversarialConfig, FinetuneConfig):
     """Config of ``train_vanilla_gan.py`` (run kind ``vanilla_gan``).
 
     Defaults are Klang & Carlberg's Table 1 where the table gives a value.
@@ -169,7 +164,6 @@ class VanillaGANConfig(AdversarialConfig):
         **dict.fromkeys(("dropout", "bn_momentum"), between(0, 1, high_open=True)),
         "init_std": at_least(0, note="0 = Glorot uniform"),
         **dict.fromkeys(("real_label", "fake_label"), between(0, 1)),
-        "finetune_epoch": at_least(0, note="0 = latest"),
         "freeze_d_side": one_of(*FREEZE_SIDES, note="input: FreezeD, Mo et al. 2020; output: N&Z section 5.1"),
     }
 
@@ -197,9 +191,6 @@ class VanillaGANConfig(AdversarialConfig):
     g_steps: int = 1
     save_every: int = 5
     sample_count: int = 16
-    class_name: str = ""
-    finetune_from: str = ""
-    finetune_epoch: int = 0
     freeze_d_layers: int = 0
     freeze_d_side: str = "input"
     freeze_g_batchnorm: bool = False

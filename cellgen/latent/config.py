@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, above, at_least, between
+from cellgen.config import GeneratorRunConfig, above, at_least, between
 
 # Fields that decide the encoder's weights or what it inverts: a resumed run keeps them.
 FIXED_ON_RESUME = ("image_size", "generator", "generator_epoch", "depth", "dropout")
 
 
 @dataclasses.dataclass
-class LatentEncoderConfig(CommonConfig):
+class LatentEncoderConfig(GeneratorRunConfig):
     """Config of ``train_latent_encoder.py`` (run kind ``latent_encoder``).
 
     Attributes:
@@ -29,7 +29,7 @@ class LatentEncoderConfig(CommonConfig):
         depth: filters of the encoder's first convolution (0: the generator run's ``depth_d``).
         dropout: dropout after each encoder convolution (0: none).
         sample_count: real images (fixed, the first of the data) shown with their reconstructions each epoch.
-        sample_every, save_every, checkpoint_every, keep_checkpoints: periods in epochs, checkpoints kept.
+        sample_every, save_every, checkpoint_every, keep_checkpoints: see :class:`cellgen.config.GeneratorRunConfig`.
     """
 
     kind: ClassVar[str] = "latent_encoder"
@@ -38,8 +38,7 @@ class LatentEncoderConfig(CommonConfig):
         **dict.fromkeys(("beta_1", "dropout"), between(0, 1, high_open=True)),
         "depth": at_least(0, note="0 = the discriminator's depth_d"),
         "generator_epoch": at_least(0, note="0 = latest"),
-        **dict.fromkeys(("sample_count", "sample_every", "save_every", "checkpoint_every", "keep_checkpoints"),
-                        at_least(1)),
+        "sample_count": at_least(1),
     }
 
     image_size: int = 256
@@ -52,8 +51,4 @@ class LatentEncoderConfig(CommonConfig):
     depth: int = 0
     dropout: float = 0.0
     sample_count: int = 8
-    sample_every: int = 1
-    save_every: int = 1
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
 

@@ -15,8 +15,11 @@ from typing import ClassVar
 from cellgen.config import CommonConfig, ConfigError, Range, at_least, between, one_of
 
 # ddim_cond: one class-conditional DDIM (classifier-free guidance) of every class, sampled per class;
-# ddim / vanilla_gan: a base model fine-tuned per synthesised class (N&Z 2023).
-GENERATOR_KINDS = ("ddim", "ddim_cond", "vanilla_gan")
+# ddim / vanilla_gan: a base model fine-tuned per synthesised class (N&Z 2023);
+# acgan: a Vanilla-GAN base, then one AC-GAN on its frozen networks, sampled per class (K&C 2020).
+GENERATOR_KINDS = ("ddim", "ddim_cond", "vanilla_gan", "acgan")
+# Generators fine-tuned once per synthesised class in the finetune stage.
+PER_CLASS_FINETUNED = ("ddim", "vanilla_gan")
 # The stages of a study, in order (cellgen.study.pipeline runs them).
 STAGES = ("prepare", "base", "finetune", "generate", "filter", "evaluate", "classify", "report")
 SYNTHETIC_CLASS_CHOICES = ("target", "all")
@@ -33,9 +36,14 @@ class StudyConfig(CommonConfig):
         generator: ``ddim_cond`` (one class-conditional DDIM trained once on the kept training
             images of every class and sampled per class with classifier-free guidance; no
             fine-tuning), or ``ddim`` / ``vanilla_gan`` (one base model, fine-tuned per
-            synthesised class: N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality).
+            synthesised class: N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality),
+            or ``acgan`` (K&C 2020: a Vanilla-GAN base trained on the kept images, then in the
+            ``finetune`` stage one AC-GAN on its frozen networks, trained on the same kept images
+            with their labels and sampled per class; pair it with ``classifier_preset =
+            "kc2020_xception"`` for K&C's route).
         generator_preset: preset of the base generator (a file or a name in ``configs/``);
-            ``ddim_cond`` forces ``conditional = true`` on it.
+            ``ddim_cond`` forces ``conditional = true`` on it; for ``acgan`` the Vanilla-GAN base's.
+            A GAN preset's ``augment`` (DiffAugment) applies as in ``train_vanilla_gan.py``.
         generator_image_size: the generators' image size (0: ``image_size``). A smaller generator
             is much cheaper to train; its images are enlarged to ``image_size`` for the classifier.
         guidance, sampler: classifier-free guidance weight and solver of a ``ddim_cond`` generator
@@ -44,6 +52,10 @@ class StudyConfig(CommonConfig):
         base_run: reuse this trained base generator run instead of training one.
         finetune_preset: preset for the per-class fine-tuning (empty: the base preset).
         finetune_overrides: ``key=value`` overrides of the fine-tuning preset.
+            ``finetune_preset`` and ``finetune_overrides`` apply to ``ddim`` and ``vanilla_gan`` only.
+        acgan_preset: with ``generator = "acgan"``, the AC-GAN's preset (``acgan_fast``, or
+            ``kc2020_acgan`` for K&C's Table 3); its image and latent sizes are the base run's.
+        acgan_overrides: ``key=value`` overrides of the AC-GAN preset (``generator = "acgan"`` only).
         target_classes: the classes the study is about: synthesised, and reported on.
         synthetic_count: synthetic images per target class; 0 fills the class back up to its
             original (uncapped) real count, as N&Z matched the real abnormal count.
@@ -104,6 +116,8 @@ class StudyConfig(CommonConfig):
     base_run: str = ""
     finetune_preset: str = ""
     finetune_overrides: list[str] = dataclasses.field(default_factory=list)
+    acgan_preset: str = "acgan_fast"
+    acgan_overrides: list[str] = dataclasses.field(default_factory=list)
     target_classes: list[str] = dataclasses.field(default_factory=list)
     synthetic_count: int = 0
     synthetic_classes: str = "target"
@@ -128,9 +142,19 @@ class StudyConfig(CommonConfig):
         return self.generator == "ddim_cond"
 
     @property
+    def acgan(self) -> bool:
+        """One AC-GAN on the frozen base Vanilla-GAN, sampled per class (K&C 2020)."""
+        return self.generator == "acgan"
+
+    @property
+    def per_class_finetune(self) -> bool:
+        """The base generator is fine-tuned once per synthesised class (N&Z 2023)."""
+        return self.generator in PER_CLASS_FINETUNED
+
+    @property
     def trainer_kind(self) -> str:
-        """The generator's run kind (``ddim_cond`` trains a ``ddim`` run)."""
-        return "ddim" if self.generator == "ddim_cond" else self.generator
+        """The base generator's run kind (``ddim_cond`` trains a ``ddim`` run, ``acgan`` a ``vanilla_gan``)."""
+        return {"ddim_cond": "ddim", "acgan": "vanilla_gan"}.get(self.generator, self.generator)
 
     @property
     def generator_size(self) -> int:
@@ -156,7 +180,17 @@ class StudyConfig(CommonConfig):
             bad = [cap for cap in self.sweep_caps if not isinstance(cap, (int, float)) or cap <= 0]
             if bad:
                 raise ConfigError(f"sweep_caps entries must be positive fractions or counts, got {bad}")
-        for overrides_name in ("generator_overrides", "finetune_overrides", "classifier_overrides"):
+        for overrides_name in ("generator_overrides", "finetune_overrides", "acgan_overrides",
+                               "classifier_overrides"):
             for item in getattr(self, overrides_name):
                 if "=" not in item:
                     raise ConfigError(f"{overrides_name}: expected key=value, got {item!r}")
+
+    def ignored_settings(self) -> list[str]:
+        """The set fields that the chosen generator does not use (the study warns about them)."""
+        ignored = []
+        if not self.per_class_finetune:
+            ignored += [name for name in ("finetune_preset", "finetune_overrides") if getattr(self, name)]
+        if not self.acgan and self.acgan_overrides:
+            ignored.append("acgan_overrides")
+        return ignored

@@ -7,9 +7,11 @@ Stages (``--from`` takes these names):
    stage reads that file, so the generator (base and fine-tuning), the filter and every
    classifier arm see exactly the same real images of the scarce class.
 1. ``base``: train (or reuse) the base generator; with ``generator = "ddim_cond"`` the one
-   class-conditional DDIM of every kept class.
+   class-conditional DDIM of every kept class; with ``generator = "acgan"`` a Vanilla-GAN.
 2. ``finetune``: fine-tune the base model on each synthesised class (skipped for
-   ``ddim_cond``, which is sampled per class with classifier-free guidance).
+   ``ddim_cond``, which is sampled per class with classifier-free guidance); with
+   ``generator = "acgan"``, one AC-GAN (``generators/acgan``) on the frozen base networks,
+   trained on the kept images of every class with their labels (Klang & Carlberg 2020, 4.5).
 3. ``generate``: write the synthetic images per class (``synthetic/<class>/``; with the
    filter, ``filter_candidates`` times as many into ``synthetic_candidates/<class>/``).
 4. ``filter`` (``filter_threshold > 0``; else nothing to do): a ``classical`` classifier
@@ -40,6 +42,7 @@ import csv
 import datetime as _dt
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -101,6 +104,19 @@ class Study:
 
     def finetune_run(self, class_name: str) -> Path:
         return self.directory / "generators" / class_name
+
+    @property
+    def acgan_run(self) -> Path:
+        """The AC-GAN on the frozen base (``generator = "acgan"``), one run for every class."""
+        return self.directory / "generators" / "acgan"
+
+    def generator_runs(self) -> list[tuple[str, Path]]:
+        """(title, run directory) of every generator run the study trains or reuses, in order."""
+        runs = [("base generator", self.base_run)]
+        if self.config.acgan:
+            runs.append(("AC-GAN on the frozen base", self.acgan_run))
+        runs += [(f"fine-tuned on {name}", self.finetune_run(name)) for name in self._finetuned_classes()]
+        return runs
 
     def synthetic_dir(self, class_name: str | None = None) -> Path:
         root = self.directory / "synthetic"
@@ -173,14 +189,19 @@ class Study:
         for class_name in list(config.target_classes) + list(config.limit_class):
             if class_name not in classes:
                 raise ConfigError(f"study: class {class_name!r} is not in the data (classes: {', '.join(classes)})")
+        for name in config.ignored_settings():
+            print(f"warning: study: {name} is set but generator {config.generator!r} does not use it",
+                  file=sys.stderr)
         # Every stage's config resolves before anything trains (unknown keys, bad values).
         generator_config = stages.generator_config_class(config.trainer_kind)
         config_from_request(generator_config, self.generator_request(config.generator_preset,
                                                                      config.generator_overrides, self.base_run))
-        if not config.conditional:
+        if config.per_class_finetune:
             config_from_request(generator_config, self.generator_request(
                 config.finetune_preset or config.generator_preset, config.finetune_overrides,
                 self.finetune_run(config.target_classes[0])))
+        if config.acgan:
+            config_from_request(stages.generator_config_class("acgan"), self.acgan_request())
         from cellgen.classify.config import ClassifierConfig
 
         config_from_request(ClassifierConfig, self.classifier_request(self.classifier_dir))
@@ -194,6 +215,11 @@ class Study:
             if base.kind != config.trainer_kind:
                 raise ConfigError(f"study: base_run {config.base_run} is a {base.kind!r} run, "
                                   f"not {config.trainer_kind!r}")
+            base_size = read_json(base.path / "config.json").get("image_size")
+            if config.acgan and base_size != config.generator_size:
+                # The AC-GAN keeps its backbone's size; the evaluation measures at generator_image_size.
+                raise ConfigError(f"study: base_run {config.base_run} is a {base_size} px run, but the generators "
+                                  f"train at {config.generator_size} px; set generator_image_size={base_size}")
         return classes
 
     # Running ---------------------------------------------------------------
@@ -233,7 +259,10 @@ class Study:
         config_path = self.directory / "study.toml"
         if config_path.is_file() and not allow_changes:
             saved = read_json(self.directory / "study.json")
-            changed = sorted(key for key in values if key not in ("out",) and saved.get(key) != values[key])
+            # A field added after the study started (absent from study.json) had its default then.
+            defaults = type(self.config)().to_dict()
+            changed = sorted(key for key in values
+                             if key not in ("out",) and saved.get(key, defaults.get(key)) != values[key])
             if changed:
                 raise ConfigError(f"study: {self.directory} was started with different settings "
                                   f"({', '.join(changed)}); use another --out, or --from STAGE to re-run from the first stage they affect")
@@ -246,7 +275,8 @@ class Study:
         owned = {
             "prepare": [self.directory / "data"],
             "base": [] if self.config.base_run else [self.base_run],
-            "finetune": [self.finetune_run(name) for name in self._finetuned_classes()],
+            "finetune": [self.finetune_run(name) for name in self._finetuned_classes()]
+                        + ([self.acgan_run] if self.config.acgan else []),
             "generate": [self.synthetic_dir(), self.candidates_dir()],
             "filter": [self.filter_dir] + ([self.synthetic_dir()] if self.config.filtering else []),
             "evaluate": [self.evaluation_dir],
@@ -307,6 +337,18 @@ class Study:
                           finetune_from=str(finetune_from) if finetune_from is not None else None,
                           class_name=class_name)
 
+    def acgan_request(self) -> RunRequest:
+        """The training request of the AC-GAN on the frozen base run (``generator = "acgan"``).
+
+        It trains on the kept training images of every class with their labels (the kept CSV,
+        as every other stage) at the generators' size, which is the base run's.
+        """
+        config, out = self.config, self.acgan_run
+        values = {**self._stage_overrides(config.acgan_overrides, config.generator_size),
+                  "backbone": str(self.base_run)}
+        return RunRequest(preset=str(resolve_preset_path(config.acgan_preset)), overrides=values, out=str(out),
+                          resume=(out / "config.json").is_file())
+
     def classifier_request(self, out: Path, **fields: Any) -> RunRequest:
         """A classifier experiment on the kept training images, validated and tested on the study's splits."""
         config = self.config
@@ -336,8 +378,8 @@ class Study:
         return targets + [name for name in self._class_names() if name not in targets]
 
     def _finetuned_classes(self) -> list[str]:
-        """The classes with a fine-tuned generator run (none for a conditional generator)."""
-        if self.config.conditional:
+        """The classes with a fine-tuned generator run (none for a conditional generator or an AC-GAN)."""
+        if not self.config.per_class_finetune:
             return []
         if (self.directory / "data" / "counts.json").is_file():
             return self.synthesised_classes()
@@ -346,6 +388,10 @@ class Study:
     def stage_finetune(self) -> dict[str, Any]:
         if self.config.conditional:
             return {"skipped": "one class-conditional generator, sampled per class (no fine-tuning)"}
+        if self.config.acgan:
+            if not RunDir(self.acgan_run).is_complete:
+                stages.train_generator("acgan", self.acgan_request(), log=self.commands)
+            return {"acgan": str(self.acgan_run), "backbone": str(self.base_run)}
         preset = self.config.finetune_preset or self.config.generator_preset
         runs = {}
         for class_name in self.synthesised_classes():
@@ -383,8 +429,16 @@ class Study:
         return {name: int(math.ceil(count * self.config.filter_candidates)) for name, count in counts.items()}
 
     def generator_run_of(self, class_name: str) -> Path:
-        """The generator run that draws ``class_name``: the conditional base run, or the class's fine-tune."""
+        """The generator run that draws ``class_name``: the conditional base run, the AC-GAN, or the
+        class's fine-tune."""
+        if self.config.acgan:
+            return self.acgan_run
         return self.base_run if self.config.conditional else self.finetune_run(class_name)
+
+    @property
+    def class_conditional(self) -> bool:
+        """Whether one run draws every class (``generate.py --class``)."""
+        return self.config.conditional or self.config.acgan
 
     def stage_generate(self) -> dict[str, Any]:
         config = self.config
@@ -397,7 +451,7 @@ class Study:
             request = stages.GenerationRequest(
                 run=str(self.generator_run_of(class_name)), out=str(out), count=count,
                 seed=config.seed + 1000 * (index + 1), steps=config.sample_steps if diffusion else None,
-                class_name=class_name if config.conditional else None,
+                class_name=class_name if self.class_conditional else None,
                 guidance=config.guidance if config.conditional else None,
                 sampler=(config.sampler or None) if config.conditional else None)
             stages.generate_images(request, log=self.commands)

@@ -142,6 +142,9 @@ def question_text(study, counts: dict[str, Any]) -> str:
     if config.conditional:
         how = (f"a class-conditional DDIM trained once on the kept images of every class (guidance "
                f"{config.guidance:g})")
+    elif config.acgan:
+        how = ("an AC-GAN on a frozen Vanilla-GAN, both trained on the kept images of every class "
+               "(Klang & Carlberg 2020)")
     else:
         how = f"a {config.generator} fine-tuned on {'that class' if len(config.target_classes) == 1 else 'each class'}"
     caps = [f"{name} cut to {counts['kept'].get(name)} of {counts['original'].get(name)} real training images"
@@ -200,6 +203,8 @@ def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
                       + (f"; guidance {config.guidance:g}, sampler {config.sampler or 'of the run'}"
                          if config.conditional else "")],
         ["fine-tuning", "none (one conditional generator, sampled per class)" if config.conditional else
+                        f"AC-GAN on the frozen base, preset `{config.acgan_preset}` "
+                        f"{' '.join(config.acgan_overrides)}".strip() if config.acgan else
                         f"preset `{config.finetune_preset or config.generator_preset}` "
                         f"{' '.join(config.finetune_overrides)}".strip()],
         ["synthetic classes", ", ".join(study.synthesised_classes())],
@@ -236,9 +241,7 @@ def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
                                        for name, row in summary.items()])))
 
     blocks.append(Block("heading", "Training curves"))
-    runs = [("base generator", study.base_run)] + [(f"fine-tuned on {name}", study.finetune_run(name))
-                                                    for name in study._finetuned_classes()]
-    for title, run_path in runs:
+    for title, run_path in study.generator_runs():
         curve = _loss_curve(Path(run_path), assets / f"loss_{Path(run_path).name}.png", title)
         if curve:
             blocks.append(Block("image", (curve, f"loss curves: {title}")))

@@ -5,7 +5,8 @@ equivalent command line to a :class:`CommandLog` (``commands.sh``), so a user ca
 rerun any stage by hand:
 
 - :func:`train_generator`: a generator trainer's ``resolve_config(request)`` and
-  ``train(config, resume=...)`` (``train_ddim.py``, ``train_vanilla_gan.py``, ``train_cvae.py``);
+  ``train(config, resume=...)`` (``train_ddim.py``, ``train_vanilla_gan.py``, ``train_cvae.py``,
+  ``train_acgan.py``: its request names the ``backbone`` run);
 - :func:`generate_images`: :func:`cellgen.sampling.load_sampler` + :func:`~cellgen.sampling.write_samples`
   (``generate.py``);
 - :func:`run_classifier_experiment`: :func:`cellgen.classify.train_lib.run_experiment`
@@ -37,6 +38,7 @@ GENERATOR_TRAINERS: dict[str, tuple[str, str, str]] = {
     "ddim": ("train_ddim", "cellgen.diffusion.train_lib", "DiffusionConfig"),
     "vanilla_gan": ("train_vanilla_gan", "cellgen.gan.train_lib", "VanillaGANConfig"),
     "cvae": ("train_cvae", "cellgen.vae.train_lib", "CVAEConfig"),
+    "acgan": ("train_acgan", "cellgen.gan.acgan_train", "ACGANConfig"),
 }
 CLASSIFIER_SCRIPT = "evaluate_classifier"
 # generate.py's default batch: the study writes the same images as its command line.
@@ -92,6 +94,8 @@ def trainer_module(kind: str):
         from cellgen.gan import train_lib
     elif kind == "cvae":
         from cellgen.vae import train_lib
+    elif kind == "acgan":
+        from cellgen.gan import acgan_train as train_lib
     else:
         from cellgen.config import ConfigError
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every
+from cellgen.config import GeneratorRunConfig, ConfigError, above, at_least, between, every
 
 
 @dataclasses.dataclass
-class CVAEConfig(CommonConfig):
+class CVAEConfig(GeneratorRunConfig):
     """Config of ``train_cvae.py`` (run kind ``cvae``).
 
     Attributes:
@@ -51,12 +51,11 @@ class CVAEConfig(CommonConfig):
 
     kind: ClassVar[str] = "cvae"
     ranges = {
-        **dict.fromkeys(("latent_dim", "kernel_size", "checkpoint_every", "samples_per_class"), at_least(1)),
+        **dict.fromkeys(("latent_dim", "kernel_size", "samples_per_class"), at_least(1)),
         "encoder_filters": every(at_least(1)),
         "kl_weight": at_least(0),
         "learning_rate": above(0),
         "adam_beta_1": between(0, 1, high_open=True),
-        **dict.fromkeys(("sample_every", "save_every"), at_least(0)),
     }
 
     image_size: int = 28
@@ -72,7 +71,6 @@ class CVAEConfig(CommonConfig):
     val_data: str = ""
     sample_every: int = 5
     save_every: int = 0
-    checkpoint_every: int = 1
     samples_per_class: int = 8
 
     def validate(self) -> None:

@@ -104,18 +104,18 @@ def training_reader(data: str, batch_size: int, printer: Callable[[str], None] =
     smaller than one batch (a rare class to fine-tune on) trains on one batch of all its images
     per step, and says so.
     """
-    from cellgen.data import DataError, DataReader
+    from cellgen.data import DataReader
 
-    try:
-        return DataReader(data, batch_size=batch_size, shuffle=True, drop_remainder=True, **options)
-    except DataError:
-        # Fewer images than one batch (or a real data problem, which the second attempt reports).
-        reader = DataReader(data, batch_size=batch_size, shuffle=True, drop_remainder=False, **options)
-        note = (f"{reader.num_images} training images are fewer than batch_size={batch_size}: "
-                f"each step trains on all {reader.num_images}")
-        printer(f"note: {note}")
-        reader.notes = [*getattr(reader, "notes", []), note]
+    # One scan of the data (its warnings once), then the batch rule for what it found.
+    reader = DataReader(data, batch_size=batch_size, shuffle=True, drop_remainder=False, **options)
+    if reader.num_images >= batch_size:
+        reader.drop_remainder = True
         return reader
+    note = (f"{reader.num_images} training images are fewer than batch_size={batch_size}: "
+            f"each step trains on all {reader.num_images}")
+    printer(f"note: {note}")
+    reader.notes = [*getattr(reader, "notes", []), note]
+    return reader
 
 
 class TrainingStage:

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from cellgen.diffusion.schedules import make_schedule
 from cellgen.diffusion.solvers import (SOLVERS, ddim_solve, dpmpp_2m_solve, heun_solve, network_calls,
-                                       noise_denoiser, sample_with)
+                                       noise_denoiser, sample_with, thresholded_denoiser)
 
 MU, TAU = 0.3, 0.5
 SCHEDULE = make_schedule("sigmoid", start=0.0, end=3.0, tau=0.6, min_signal_rate=0.01, max_signal_rate=0.95)
@@ -149,3 +149,50 @@ def test_one_step_is_the_first_data_prediction_and_graph_mode_matches_eager(solv
 def test_unknown_solver_is_rejected():
     with pytest.raises(ValueError, match="valid solvers: ddim, dpmpp_2m, heun"):
         sample_with("euler", _gaussian_denoiser, np.zeros((1, 2, 2, 3), np.float32), *_time_levels(2))
+
+
+# x0 thresholding (Saharia et al. 2022) ---------------------------------------------
+
+
+def _constant_denoiser(image):
+    """A denoiser whose clean-image estimate is always ``image`` (eps from the model equation)."""
+    image = tf.constant(image, tf.float32)
+
+    def denoise(x, signal_rate, noise_rate):
+        return (x - signal_rate * image) / noise_rate, image + 0.0 * x
+
+    return denoise
+
+
+def test_static_threshold_clips_x0_to_the_data_range_and_keeps_eps_consistent():
+    image = np.array([3.0, -5.0, 0.25, 1.5], np.float32).reshape(1, 2, 2, 1)
+    low, high = -2.0, 1.0
+    denoise = thresholded_denoiser(_constant_denoiser(image), "static", low, high)
+    x = tf.fill([1, 2, 2, 1], 0.3)
+    signal, noise = tf.constant(0.6), tf.constant(0.8)
+    eps, x0 = denoise(x, signal, noise)
+    np.testing.assert_allclose(x0.numpy().ravel(), [1.0, -2.0, 0.25, 1.0])
+    # The model equation x = alpha x0 + sigma eps still holds with the clipped estimate.
+    np.testing.assert_allclose((signal * x0 + noise * eps).numpy(), x.numpy(), atol=1e-6)
+
+
+def test_dynamic_threshold_shrinks_only_images_beyond_the_range():
+    inside = np.linspace(-0.9, 0.9, 400, dtype=np.float32).reshape(1, 20, 20, 1)
+    beyond = 2.0 * np.linspace(-1.0, 1.0, 400, dtype=np.float32).reshape(1, 20, 20, 1)
+    denoise = thresholded_denoiser(_constant_denoiser(np.concatenate([inside, beyond])), "dynamic", -1.0, 1.0,
+                                   percentile=0.99)
+    _, x0 = denoise(tf.zeros([2, 20, 20, 1]), tf.constant(0.6), tf.constant(0.8))
+    x0 = x0.numpy()
+    np.testing.assert_allclose(x0[0], inside[0], atol=1e-6)  # s = max(quantile, 1) = 1: unchanged
+    assert np.abs(x0[1]).max() <= 1.0 + 1e-6
+    # s is the 0.99 quantile of |x0| (about 1.98): the image is clipped to +-s and divided by it.
+    scale = np.sort(np.abs(beyond.ravel()))[int(0.99 * beyond.size)]
+    assert 1.9 < scale < 2.0
+    np.testing.assert_allclose(x0[1], np.clip(beyond[0], -scale, scale) / scale, atol=1e-5)
+
+
+def test_threshold_none_is_the_denoiser_itself_and_unknown_names_fail():
+    denoise = _constant_denoiser(np.zeros((1, 2, 2, 1), np.float32))
+    assert thresholded_denoiser(denoise, "none", -1.0, 1.0) is denoise
+    with pytest.raises(ValueError, match="valid thresholds: none, static, dynamic"):
+        thresholded_denoiser(denoise, "soft", -1.0, 1.0)

@@ -173,3 +173,28 @@ def test_a_corrupt_image_found_during_training_is_a_one_line_error_and_the_rerun
     assert victim.name in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
     shutil.copy2(Path(data) / "neutrophil" / victim.name, victim)  # the user fixes the file ...
     assert main([*TINY, "--data", str(images), "--out", str(out), "--epochs", "1"]) == 0  # ... and runs again
+
+
+def test_training_reader_scans_the_data_once_so_each_warning_is_printed_once(tmp_path, capsys):
+    from cellgen.images import write_rgb
+    from cellgen.training import training_reader
+
+    rng = np.random.default_rng(0)
+    for name, count in (("lymphocyte", 60), ("neutrophil", 60), ("basophil", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for index in range(count):
+            write_rgb(folder / f"{name}-{index}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    notes = []
+    reader = training_reader(str(tmp_path), batch_size=4, printer=notes.append, image_size=8)
+    assert reader.drop_remainder and len(reader) == 121 // 4
+    rare = [line for line in capsys.readouterr().err.splitlines() if "basophil" in line]
+    assert len(rare) == 1, rare
+    # A set smaller than one batch: one batch of all of it per step, said once.
+    # (16 px from 8-px files: the upscaling warning must not come twice either.)
+    small = training_reader(str(tmp_path / "basophil"), batch_size=4, printer=notes.append, image_size=16,
+                            verify=True)
+    assert not small.drop_remainder and len(small) == 1
+    upscaled = [line for line in capsys.readouterr().err.splitlines() if "upscaled" in line]
+    assert len(upscaled) == 1, upscaled
+    assert notes == ["note: 1 training images are fewer than batch_size=4: each step trains on all 1"]

@@ -68,6 +68,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from cellgen.diffusion.config import THRESHOLDS
 from cellgen.diffusion.schedules import DiscreteSchedule, NoiseSchedule
 
 NetworkFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -130,6 +131,51 @@ def noise_denoiser(network: NetworkFn) -> Denoiser:
         return predicted_noises, predicted_images
 
     return denoise
+
+
+def thresholded_denoiser(denoise: Denoiser, method: str, low, high, percentile: float = 0.995) -> Denoiser:
+    """``denoise`` with its clean-image estimate kept inside the data range ``[low, high]``.
+
+    Classifier-free guidance extrapolates beyond the conditional prediction, and its ``x0_hat``
+    leaves the range real images occupy; the solver then integrates towards saturated colours
+    (Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion Models with Deep Language
+    Understanding" (Imagen), arXiv 2205.11487, section 2.3):
+
+    - ``static``: ``x0_hat = clip(x0_hat, low, high)``.
+    - ``dynamic``: per image, ``s`` = the ``percentile`` quantile of ``|x0_hat|`` on the [-1, 1]
+      scale, ``s = max(s, 1)``, then ``x0_hat = clip(x0_hat, -s, s) / s``: saturated pixels are
+      pulled inwards instead of flattened at the bound.
+
+    The noise estimate is recomputed from the thresholded image,
+    ``eps_hat = (x - alpha x0_hat) / sigma``, so that the solver's two estimates stay consistent.
+    ``low`` and ``high`` (broadcastable to the images) are the bounds of pixel values -1 and 1 in
+    the space the solver works in (the model's normalised space).
+    """
+    if method not in THRESHOLDS:
+        raise ValueError(f"unknown threshold {method!r}; valid thresholds: {', '.join(THRESHOLDS)}")
+    if method == "none":
+        return denoise
+    low = tf.cast(low, tf.float32)
+    high = tf.cast(high, tf.float32)
+
+    def threshold(images):
+        if method == "static":
+            return tf.clip_by_value(images, low, high)
+        # dynamic, on the [-1, 1] scale where the bound is 1
+        centre, half_width = (high + low) / 2.0, (high - low) / 2.0
+        pixels = (images - centre) / half_width
+        flat = tf.sort(tf.reshape(tf.abs(pixels), [tf.shape(pixels)[0], -1]), axis=1)
+        size = tf.shape(flat)[1]
+        index = tf.minimum(tf.cast(tf.math.floor(percentile * tf.cast(size, tf.float32)), tf.int32), size - 1)
+        scale = tf.maximum(flat[:, index], 1.0)[:, None, None, None]
+        return tf.clip_by_value(pixels, -scale, scale) / scale * half_width + centre
+
+    def denoise_within(x, signal_rate, noise_rate):
+        _, predicted_images = denoise(x, signal_rate, noise_rate)
+        predicted_images = threshold(predicted_images)
+        return (x - signal_rate * predicted_images) / noise_rate, predicted_images
+
+    return denoise_within
 
 
 def _levels(initial_noise, signal_rates, noise_rates):

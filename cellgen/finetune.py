@@ -68,7 +68,7 @@ class FinetuneRules:
 def apply_finetune_base(config: C, explicit: set[str], rules: FinetuneRules) -> C:
     """Takes the fixed fields (and, unless given, the data) from the base run of ``finetune_from``."""
     base_path, epoch = parse_finetune_source(config.finetune_from)
-    base_run = RunDir.open(base_path)
+    base_run = RunDir.open(base_path, option="--finetune-from")
     base = rules.load_base_config(base_run)
     epoch = rules.resolve_epoch(base_run, epoch or config.finetune_epoch)
     changes = {}
@@ -134,7 +134,7 @@ def resolve_run_config(config_class: type[C], request: RunRequest, rules: Finetu
         if request.finetune_from is not None and not request.preset:
             # No preset: continue with the base run's own settings (then the overrides).
             base_path, _ = parse_finetune_source(request.finetune_from)
-            base = rules.load_base_config(RunDir.open(base_path)).replace(out="", finetune_epoch=0)
+            base = rules.load_base_config(RunDir.open(base_path, option="--finetune-from")).replace(out="", finetune_epoch=0)
             config = config_from_request(config_class, request, base=base)
         else:
             config = config_from_request(config_class, request)

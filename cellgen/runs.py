@@ -318,11 +318,16 @@ class RunDir:
             handle.close()
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunDir":
-        """Opens an existing run (for generation, fine-tuning or evaluation)."""
+    def open(cls, path: str | os.PathLike, option: str | None = None) -> "RunDir":
+        """Opens an existing run (for generation, fine-tuning or evaluation).
+
+        ``option`` names the command-line option the path came from (``--backbone``), so that the
+        error says which of several run paths is wrong.
+        """
         run = cls(path)
         if not (run.path / "config.json").is_file():
-            raise RunError(f"{run.path}: not a cellgen run directory (no config.json)")
+            given = f"{option} {path}" if option else str(run.path)
+            raise RunError(f"{given}: not a cellgen run directory (no config.json)")
         return run
 
     # Records ------------------------------------------------------------

@@ -147,3 +147,17 @@ def test_history_csv_is_written(tmp_path):
     history = read_history(run.logs / "history.csv")
     assert history["epoch"] == [0, 1, 2] and len(history["loss"]) == 3
     assert any((run.logs / "tensorboard").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.parametrize("script, option", [("train_acgan", "--backbone"), ("train_latent_encoder", "--generator")])
+def test_a_run_option_that_is_not_a_run_is_a_one_line_error_naming_the_option(script, option, tmp_path, capsys):
+    import importlib
+
+    from cellgen.sample_data import sample_path
+
+    main = importlib.import_module(f"cellgen.cli.{script}").main
+    missing = tmp_path / "no-such-run"
+    code = main(["--data", str(sample_path("train")), "--out", str(tmp_path / "out"), option, str(missing)])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"error: {option} {missing}: not a cellgen run directory (no config.json)"]

@@ -67,7 +67,7 @@ def load_backbone(config: ACGANConfig):
 
     if not config.backbone:
         raise ConfigError("no backbone: pass --backbone VANILLA_GAN_RUN")
-    backbone_run = RunDir.open(config.backbone)
+    backbone_run = RunDir.open(config.backbone, option="--backbone")
     backbone_config = load_gan_config(backbone_run)
     check_backbone_compatible(config, backbone_config, str(backbone_run.path))
     epoch = resolve_epoch(backbone_run, config.backbone_epoch)
@@ -90,7 +90,7 @@ def resolve_config(request: RunRequest) -> ACGANConfig:
     config = resolve_run_config(ACGANConfig, request, FinetuneRules(resume_fixed=FIXED_ON_RESUME))
     require_fields(config, backbone="no backbone: pass --backbone VANILLA_GAN_RUN")
     if not is_resume(request):
-        backbone = load_gan_config(RunDir.open(config.backbone))
+        backbone = load_gan_config(RunDir.open(config.backbone, option="--backbone"))
         config = follow_backbone(config, backbone, request.explicit_fields())
     return config
 

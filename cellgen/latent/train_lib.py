@@ -45,7 +45,7 @@ def resolve_generator(config: LatentEncoderConfig) -> LatentEncoderConfig:
 
     if not config.generator:
         raise ConfigError("no generator: pass --generator VANILLA_GAN_RUN")
-    gan_run = RunDir.open(config.generator)
+    gan_run = RunDir.open(config.generator, option="--generator")
     gan_config = load_gan_config(gan_run)
     if config.image_size != gan_config.image_size:
         raise ConfigError(f"image_size={config.image_size} differs from the generator run's "
@@ -69,7 +69,7 @@ def resolve_config(request: RunRequest) -> LatentEncoderConfig:
     if not is_resume(request) and "image_size" not in request.overrides:
         from cellgen.gan.sampling import load_gan_config
 
-        config = config.replace(image_size=load_gan_config(config.generator).image_size)
+        config = config.replace(image_size=load_gan_config(RunDir.open(config.generator, option="--generator")).image_size)
     return resolve_generator(config)
 
 

@@ -210,19 +210,40 @@ class Snapshots(keras.callbacks.Callback):
     """The one snapshot callback: sample grids every ``sample_every`` epochs and kept models every
     ``save_every`` epochs, both after the last epoch, never for an epoch the NaN guard stopped."""
 
-    def __init__(self, stage: TrainingStage, run: RunDir, last_epoch: int):
+    def __init__(self, stage: TrainingStage, run: RunDir, last_epoch: int, initial_epoch: int = 0):
         super().__init__()
-        self.stage, self.run, self.last_epoch = stage, run, last_epoch
+        self.stage, self.run, self.last_epoch, self.initial_epoch = stage, run, last_epoch, initial_epoch
+
+    def _due(self, completed: int) -> tuple[bool, bool]:
+        """Whether epoch ``completed`` gets a grid, and kept models."""
+        last = completed >= self.last_epoch
+        sample_every, save_every = self.stage.sample_every(), self.stage.save_every()
+        return (last or bool(sample_every and completed % sample_every == 0),
+                last or bool(save_every and completed % save_every == 0))
+
+    def on_train_begin(self, logs=None):
+        # The checkpoint callback runs before this one: a session killed between the checkpoint of
+        # epoch N and its snapshots resumes after N without them. The restored state is the state
+        # after N, so write what N should have left (a stale temporary file is overwritten).
+        completed = self.initial_epoch
+        if completed <= 0:
+            return
+        for stale in self.run.models.glob(".tmp-*"):  # the killed session's half-written model files
+            stale.unlink()
+        grid, models = self._due(completed)
+        if grid and not (self.run.samples / f"epoch-{completed:04d}.png").exists():
+            self.stage.write_grid(self.run, f"epoch-{completed:04d}", completed)
+        if models and completed not in self.stage.saved_epochs(self.run):
+            self.stage.save_models(self.run, completed)
 
     def on_epoch_end(self, epoch, logs=None):
         if getattr(self.model, "_cellgen_nan_failure", None):
             return
         completed = epoch + 1
-        last = completed >= self.last_epoch
-        sample_every, save_every = self.stage.sample_every(), self.stage.save_every()
-        if last or (sample_every and completed % sample_every == 0):
+        grid, models = self._due(completed)
+        if grid:
             self.stage.write_grid(self.run, f"epoch-{completed:04d}", completed)
-        if last or (save_every and completed % save_every == 0):
+        if models:
             self.stage.save_models(self.run, completed)
 
 
@@ -319,7 +340,7 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
                                                           **stage.checkpoint_state()})
     for offset, callback in enumerate(stage.callbacks(run)):
         callbacks.insert(1 + offset, callback)  # after the NaN guard, before the logs and checkpoints
-    callbacks.append(Snapshots(stage, run, config.epochs))
+    callbacks.append(Snapshots(stage, run, config.epochs, initial_epoch=initial_epoch))
     if initial_epoch < config.epochs:
         dataset, options = stage.train_dataset(reader, initial_epoch), stage.fit_options(stage.val_reader)
         if multi_worker:  # every worker reads everything and keeps its part of each global batch

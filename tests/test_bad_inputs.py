@@ -34,6 +34,7 @@ import pytest
 from tests.bad_inputs_corpus import build_corpus
 
 OLD_RUNS = Path(__file__).resolve().parent / "fixtures" / "old_runs"
+WBCATT = Path(__file__).resolve().parents[1] / "cellgen" / "sample_data" / "pbc-64" / "wbcatt.csv"
 DOCUMENTED_CODES = {0, 2, 3}
 
 DDIM = ["--config", "ddim_fast", "--size", "16", "--batch-size", "16", "--precision", "fp32", "--epochs", "1",
@@ -221,6 +222,22 @@ CASES = data_cases() + [
     Case("generate-n-and-per-class", "generate",
          ["--run", "{old_acgan}", "--n", "2", "--per-class", "2", "--out", "{out}"], 2, says=("exactly one of",),
          no_run=True),
+    # Attributes (issue 18).
+    Case("generate-attr-of-a-run-without-attributes", "generate",
+         ["--run", "{old_ddim}", "--n", "2", "--attr", "nucleus_shape=segmented-multilobed", "--out", "{out}"], 2,
+         says=("--attr needs a diffusion run conditioned on attributes",), no_run=True),
+    Case("generate-attr-of-a-gan", "generate",
+         ["--run", "{old_gan}", "--n", "2", "--attr", "nucleus_shape=segmented-multilobed", "--out", "{out}"], 2,
+         says=("is a vanilla_gan run",), no_run=True),
+    Case("select-without-an-attribute-table", "train_ddim",
+         [*DDIM, "--data", "{good}", "--select", "nucleus_shape=segmented-multilobed", "--out", "{out}"], 2,
+         says=("select needs an attribute table",), no_run=True),
+    Case("select-an-unknown-value", "train_ddim",
+         [*DDIM, "--data", "{good}", "--attributes-csv", str(WBCATT), "--select", "nucleus_shape=multilobed",
+          "--out", "{out}"], 2, says=("--select: nucleus_shape has no value 'multilobed'",), no_run=True),
+    Case("attributes-csv-missing", "train_ddim",
+         [*DDIM, "--data", "{good}", "--attributes-csv", "{missing}", "--set", "conditional=true",
+          "--set", "attributes=nucleus_shape", "--out", "{out}"], 2, says=("no such attribute table",), no_run=True),
     # The other scripts.
     Case("evaluate-generator-missing-real", "evaluate_generator",
          ["--real", "{missing}", "--generated", "{good}", "--out", "{out}"], 2, says=("does-not-exist",), no_run=True),

@@ -318,10 +318,11 @@ def test_generate_with_labels_and_guidance_for_every_sampler(sampler):
 
 
 def test_guided_generation_matches_the_solver_over_a_hand_made_guided_denoiser():
-    from cellgen.diffusion.solvers import dpmpp_2m_solve
+    from cellgen.diffusion.solvers import dpmpp_2m_solve, thresholded_denoiser
 
     model = _model()
     _make_labels_matter(model)
+    assert model.config.sample_threshold == "static"  # the default: x0_hat clipped to the data range
     noise = np.random.default_rng(3).standard_normal((2, 16, 16, 3)).astype(np.float32)
     labels = np.array([1, 2], np.int32)
 
@@ -332,8 +333,11 @@ def test_guided_generation_matches_the_solver_over_a_hand_made_guided_denoiser()
         eps = unconditional + 2.0 * (conditional - unconditional)
         return eps, (x - noise_rate * eps) / signal_rate
 
+    mean = model.image_mean.numpy().reshape(1, 1, 1, 3)
+    std = model.image_std.numpy().reshape(1, 1, 1, 3)
+    clipped = thresholded_denoiser(denoise, "static", (-1.0 - mean) / std, (1.0 - mean) / std)
     signal_rates, noise_rates = model._rates_for(4)
-    expected = model.denormalize(dpmpp_2m_solve(denoise, noise, signal_rates, noise_rates)).numpy()
+    expected = model.denormalize(dpmpp_2m_solve(clipped, noise, signal_rates, noise_rates)).numpy()
     result = model.generate_from_noise(noise, steps=4, labels=labels, guidance=2.0, sampler="dpmpp_2m")
     # Float rounding of the batched graph (twice the batch) against two eager calls, amplified by w = 2.
     np.testing.assert_allclose(result, expected, atol=1e-3)

@@ -9,7 +9,8 @@ A training subprocess is killed with SIGKILL at three points, made deterministic
   temporary folder, nothing renamed);
 - ``model``: the first model file of epoch 2 written under its temporary name, not yet renamed
   (the checkpoint of epoch 2 is complete by then: the checkpoint callback runs before the
-  snapshots, so the resumed session trains nothing and writes the missing models).
+  snapshots, so the resumed session trains nothing and writes the missing models); and the
+  same in epoch 1, whose missing models the resumed session writes before it trains epoch 2.
 
 The six killed runs start together in the background while the two straight runs train in this
 process; the resumed sessions run in this process too.
@@ -45,6 +46,7 @@ KILLS = {
     "mid-epoch": (f"batch:{STEPS_PER_EPOCH + 1}", 1),
     "checkpoint-write": ("checkpoint:2", 1),
     "model-write": (None, 2),  # model:N, N from MODEL_FILES_PER_EPOCH: the first file of epoch 2
+    "model-write-epoch-1": ("model:1", 1),  # epoch 1 checkpointed, its first model file half-written
 }
 LAUNCH = ("import sys\nimport cellgen\nfrom cellgen.distribute import split_cpu\nsplit_cpu(2)\n"
           "from importlib import import_module\n"
@@ -126,5 +128,9 @@ def test_resume_after_kill_minus_9_ends_like_a_run_straight_through(killed_and_s
     said = capsys.readouterr().out
     assert f"after epoch {expected_checkpoint} (epoch-{expected_checkpoint:04d})" in said, said
     assert RunDir(out).is_complete
+    # Every epoch keeps its models (save_every=1), also one whose files the kill interrupted.
+    assert not list((out / "models").glob(".tmp-*"))
+    for epoch in range(1, EPOCHS + 1):
+        assert len(list((out / "models").glob(f"*-epoch-{epoch:04d}.keras"))) == MODEL_FILES_PER_EPOCH[script]
     for ours, theirs in zip(final_weights(script, out), final_weights(script, straight[script]), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

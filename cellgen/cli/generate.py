@@ -7,6 +7,8 @@ Examples:
     python generate.py --run runs/ddim-cond --class basophil --n 200 --guidance 2 --sampler dpmpp_2m \
         --steps 15 --out synth/basophil                                  # class-conditional DDIM
     python generate.py --run runs/ddim-cond --per-class 125 --out synth  # balanced: 125 per class
+    python generate.py --run runs/ddim-attr --class neutrophil --attr nucleus_shape=segmented-multilobed \
+        --guidance 2 --n 200 --out synth/multilobed          # a DDIM conditioned on WBCAtt attributes
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default=None, choices=("ddim", "dpmpp_2m", "heun", "ddpm"),
                         help="diffusion: solver (default: the run's; dpmpp_2m = DPM-Solver++(2M), "
                              "heun = Karras et al. with 2 network calls per step)")
+    parser.add_argument("--attr", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="diffusion run conditioned on attributes: draw every image with this attribute "
+                             "value (repeatable, one per attribute; the others are left open)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -59,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"{flag} must be >= {minimum}, got {value}")
     options = {"epoch": args.epoch, "steps": args.steps, "eta": args.eta, "contrast": args.contrast,
                "guidance": args.guidance, "sampler": args.sampler}
+    if args.attr:
+        from cellgen.runs import RunDir
+
+        kind = RunDir.open(args.run).kind
+        if kind != "ddim":
+            raise ConfigError(f"--attr needs a diffusion run conditioned on attributes; {args.run} is a {kind} run")
+        options["attributes"] = list(args.attr)
     sampler = load_sampler(args.run, **{key: value for key, value in options.items() if value is not None})
     out = Path(args.out)
     if args.per_class is not None:

@@ -8,6 +8,12 @@ Examples:
     python train_ddim.py --config ddim_cond32 --data ../shared/data/pbc128/train --out runs/ddim-cond
     python train_ddim.py --config ddim_fast --data DIR --out runs/ddim-fast --precision bf16
     python train_ddim.py --config matos2025_ddpm28 --data DIR --out runs/ddpm28
+    python train_ddim.py --config ddim_cond32 --data ../shared/data/pbc128/train \
+        --attributes-csv ../shared/data/wbcatt/pbc128_wbcatt_trainval.csv --set attributes=nucleus_shape \
+        --out runs/ddim-attr                      # conditioned on class and WBCAtt's nucleus shape
+    python train_ddim.py --finetune-from runs/ddim-base --class neutrophil \
+        --attributes-csv ../shared/data/wbcatt/pbc128_wbcatt_trainval.csv \
+        --select nucleus_shape=segmented-multilobed --out runs/ddim-multilobed   # N&Z: fine-tune on a subset
     python train_ddim.py --out runs/ddim-base --resume   # continue an interrupted run
     python generate.py --run runs/ddim-basophil --n 200 --steps 20 --eta 0 --contrast 20 --out synth/basophil
 
@@ -27,13 +33,22 @@ from cellgen.cli.common import guarded
 from cellgen.cli.options import run_trainer, training_parser
 
 
+def _attribute_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--attributes-csv", metavar="CSV",
+                        help="attribute table of the training images (WBCAtt's layout: split,class,file,"
+                             "<attributes>), matched by class and file name")
+    parser.add_argument("--select", action="append", metavar="COLUMN=VALUE",
+                        help="train on the images with this attribute value only (repeatable: different "
+                             "columns must all hold, values of one column are alternatives)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     return training_parser("train_ddim.py", __doc__, finetune_help=(
         "start from a ddim run's saved model (online and EMA weights, image statistics; "
-        "default: its latest saved epoch)"))
+        "default: its latest saved epoch)"), stage_options=_attribute_options)
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before importing TensorFlow: --help stays fast
-    return run_trainer(args, "cellgen.diffusion.train_lib")
+    return run_trainer(args, "cellgen.diffusion.train_lib", attributes_csv=args.attributes_csv, select=args.select)

@@ -11,6 +11,12 @@ Sources (the ``source`` argument of :class:`DataReader`):
 * a folder with one sub-folder per class (``train/<class>/*.jpg``);
 * a CSV file with ``path,label`` columns, paths relative to the CSV's folder
   (absolute paths also work);
+* an attribute table (WBCAtt's layout ``split,class,file,<attributes>``, see
+  :mod:`~cellgen.data.attributes`): paths ``ROOT/<split>/<class>/<file>``, ``ROOT`` the ``root``
+  option or the CSV's folder; a table with several splits is read one split at a time
+  (``select=["split=train"]``). A table also annotates any other source (``attributes=CSV``),
+  ``select`` keeps a subset named by attribute values and ``epoch(i, with_attributes=True)``
+  yields attribute ids with the labels;
 * an unlabelled flat folder of images. It is read as a single pseudo-class:
   ``reader.classes == ["unlabelled"]`` and every label is 0, so class counts,
   caps and oversampling work unchanged; ``reader.labelled`` is False;
@@ -43,7 +49,8 @@ Modules: :mod:`~cellgen.data.reader` (:class:`DataReader`), :mod:`~cellgen.data.
 (folders and CSV files), :mod:`~cellgen.data.tfds_source` (TFDS, TFRecord framing),
 :mod:`~cellgen.data.entries` (per-file checks), :mod:`~cellgen.data.pixels` (decode, crop,
 resize), :mod:`~cellgen.data.pool` (the parallel verify pass), :mod:`~cellgen.data.augment`,
-:mod:`~cellgen.data.classes` (``classes.json``), :mod:`~cellgen.data.options` (option checks,
+:mod:`~cellgen.data.classes` (``classes.json``), :mod:`~cellgen.data.attributes` (attribute tables such as
+WBCAtt's, selections, attribute ids), :mod:`~cellgen.data.options` (option checks,
 :func:`crop_option`), :mod:`~cellgen.data.scan` (:func:`scan_images`) and
 :mod:`~cellgen.data.errors`. ``cellgen.data_reader`` re-exports this package (older imports).
 
@@ -58,6 +65,7 @@ Example:
 
 from __future__ import annotations
 
+from cellgen.data.attributes import AttributeTable, Selection, parse_selection, read_table
 from cellgen.data.augment import Augment
 from cellgen.data.classes import CLASSES_FILE_NAME, UNLABELLED_CLASS, load_classes, save_classes
 from cellgen.data.errors import BadFileError, DataError
@@ -68,7 +76,7 @@ from cellgen.data.scan import ScanReport, scan_images
 from cellgen.data.tfds_source import TFDS_PREFIX
 
 __all__ = [
-    "Augment", "BadFileError", "CLASSES_FILE_NAME", "DataError", "DataReader", "ON_ERROR_CHOICES",
+    "AttributeTable", "Selection", "parse_selection", "read_table", "Augment", "BadFileError", "CLASSES_FILE_NAME", "DataError", "DataReader", "ON_ERROR_CHOICES",
     "PROGRESS_MIN_FILES", "SKIP_REPORT_NAME", "ScanReport", "TFDS_PREFIX", "UNLABELLED_CLASS", "crop_option",
     "load_classes", "raising_data_errors", "save_classes", "scan_images",
 ]

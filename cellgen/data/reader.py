@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from cellgen.data.attributes import (AttributeRow, AttributeTable, Selection, encode_rows, parse_selection,
+                                     read_table, vocabulary_from_items)
 from cellgen.data.augment import Augment
 from cellgen.data.entries import _Entry
 from cellgen.data.errors import BadFileError, DataError
@@ -23,7 +25,8 @@ from cellgen.data.options import (ON_ERROR_CHOICES, _check_choice, _check_class_
                                   _check_crop, _check_image_size, _check_int, _check_oversample)
 from cellgen.data.pixels import _center_crop, _decode_entry, _resize, _size_text
 from cellgen.data.pool import _inspect_all
-from cellgen.data.sources import _CsvSource, _FolderSource, _open_source, _resolve_classes, close_matches
+from cellgen.data.sources import (_CsvSource, _FolderSource, _open_source, _resolve_classes, _TableSource,
+                                  close_matches)
 from cellgen.data.tfds_source import _TfdsSource
 from cellgen.images import from_uint8
 
@@ -79,6 +82,19 @@ class DataReader:
             shows it from 1000 files on.
         upscale_warning: warn when images smaller than ``image_size`` are
             enlarged (off for readers that resize on purpose, e.g. feature extractors).
+        attributes: an attribute table (a WBCAtt-layout CSV path or an
+            :class:`~cellgen.data.attributes.AttributeTable`) annotating the source's images,
+            matched by class and file name; images without a row have "no value". A source that
+            is itself an attribute table annotates its images without it.
+        attribute_columns: the attributes whose ids :meth:`epoch` yields with
+            ``with_attributes=True`` (default: every attribute of the table).
+        attribute_values: a fixed vocabulary, ``["column=value", ...]`` (a model's); default: the
+            table's values, sorted. Ids number each column's values; ``len(values)`` is "no value".
+        select: ``COLUMN=VALUE`` items naming the images to keep (see
+            :func:`~cellgen.data.attributes.parse_selection`; ``class``, ``split`` and attribute
+            columns). Classes with no selected image need none. An attribute table source with
+            several splits needs a ``split=`` item (so training never mixes in validation rows).
+        root: the folder a CSV's paths are relative to (default: the CSV's folder).
 
     Warnings (questionable but usable input) are printed once per reader on stderr
     as ``warning: ...`` and kept in :attr:`notes` for a run's log: a possible
@@ -109,7 +125,8 @@ class DataReader:
                  class_filter=None, class_limits=None, oversample=None, augment: Augment | None = None,
                  workers: int = 2, prefetch: int = 2, cache: bool = False, *,
                  allow_missing_classes: bool = False, tfds_data_dir: str | os.PathLike | None = None,
-                 verify: bool | None = None, progress: bool | None = None, upscale_warning: bool = True):
+                 verify: bool | None = None, progress: bool | None = None, upscale_warning: bool = True,
+                 attributes=None, attribute_columns=None, attribute_values=None, select=None, root=None):
         self.image_size = _check_image_size(image_size)
         self.crop = _check_crop(crop)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
@@ -132,7 +149,9 @@ class DataReader:
         self._skip_note: str | None = None
         self._stream_error: DataError | None = None
 
-        self._source = _open_source(source, None if tfds_data_dir is None else os.fspath(tfds_data_dir))
+        self._source = _open_source(source, None if tfds_data_dir is None else os.fspath(tfds_data_dir), root)
+        if root is not None and not isinstance(self._source, _CsvSource):
+            raise DataError(f"root applies to CSV sources; {source} is a {self._source.layout}")
         self.source = os.fspath(source)
         self.layout = self._source.layout
         self.labelled = self._source.labelled
@@ -148,6 +167,12 @@ class DataReader:
         self._cache: dict[str, np.ndarray] | None = {} if cache else None
 
         candidates = [entry for entry in self._source.entries if class_ids[entry.class_name] in included]
+        self.attribute_table: AttributeTable | None = None
+        self.attribute_vocabulary: dict[str, list[str]] = {}  # column -> values (ids: their positions)
+        self.selection: Selection | None = None
+        self._rows: dict[str, AttributeRow | None] = {}
+        candidates, unselected = self._attach_attributes(candidates, attributes, select,
+                                                         attribute_columns, attribute_values)
         candidates = self._cheap_checks(candidates)
         self.image_sizes: Counter = Counter()  # "WxH" -> count, filled by the verify pass
         cropped_sizes: dict[tuple[int, int], list[str]] = {}
@@ -173,7 +198,7 @@ class DataReader:
         kept_counts = Counter(entry.class_name for entry in candidates)
         for class_id in included:
             name = self.classes[class_id]
-            if kept_counts[name] == 0 and not allow_missing_classes:
+            if kept_counts[name] == 0 and not allow_missing_classes and name not in unselected:
                 raise DataError(self._missing_class_message(name, raw_counts[name], listed=classes is not None))
 
         self._kept: list[_Entry] = self._apply_limits(candidates, limits, class_ids)
@@ -184,6 +209,10 @@ class DataReader:
             for key in [key for key in self._cache if key not in kept_keys]:
                 del self._cache[key]
         self._labels = np.array([class_ids[entry.class_name] for entry in self._kept], dtype=np.int32)
+        self._attribute_ids = np.zeros((len(self._kept), 0), np.int32)
+        if self.attribute_table is not None:
+            self._attribute_ids = encode_rows(self.attribute_table, [self._rows.get(entry.key) for entry in self._kept],
+                                              self.attribute_vocabulary)
         self._class_members = {class_id: np.flatnonzero(self._labels == class_id) for class_id in included}
         self._oversample: dict[int, int] = {}
         for class_id, target in targets.items():
@@ -216,6 +245,58 @@ class DataReader:
                             f"from {self.num_images} images")
 
     # -- construction helpers ------------------------------------------------
+
+    def _attach_attributes(self, candidates: list[_Entry], attributes, select, columns, values):
+        """Finds the attribute rows of ``candidates`` and keeps the selected ones.
+
+        Returns ``(candidates, classes emptied by the selection)``.
+        """
+        table = None
+        if attributes is not None:
+            table = attributes if isinstance(attributes, AttributeTable) else read_table(attributes)
+        elif isinstance(self._source, _TableSource):
+            table = self._source.table
+        if table is None:
+            given = [name for name, value in (("select", select), ("attribute_columns", columns),
+                                              ("attribute_values", values)) if value]
+            if given:
+                raise DataError(f"{given[0]} needs attributes: give attributes=CSV (a table of the images' "
+                                f"attributes, WBCAtt's layout) or read such a table as the source")
+            return candidates, set()
+        self.attribute_table = table
+        columns = table.check_columns(table.columns if columns is None else columns)
+        if values is None:
+            self.attribute_vocabulary = table.vocabulary(columns)
+        elif isinstance(values, dict):
+            self.attribute_vocabulary = {column: list(values[column]) for column in columns}
+        else:
+            self.attribute_vocabulary = vocabulary_from_items(values, columns)
+        own_rows = self._source.rows if isinstance(self._source, _TableSource) and attributes is None else None
+        unmatched = []
+        annotated = set(table.annotated_classes)
+        for entry in candidates:
+            row = own_rows.get(entry.key) if own_rows is not None else table.row_for(entry.class_name, entry.key)
+            self._rows[entry.key] = row
+            if row is None and entry.class_name in annotated:
+                unmatched.append(entry.key)
+        if unmatched:
+            self._warn(f"{_count(len(unmatched), 'image')} of classes {table.path} annotates have no row there "
+                       f"(first: {unmatched[0]}); they have no attribute values")
+        if select:
+            self.selection = parse_selection(select, table, self.classes)
+        splits = table.splits
+        if own_rows is not None and len(splits) > 1 and (self.selection is None
+                                                          or self.selection.allowed("split") is None):
+            raise DataError(f"{table.path}: has rows of the splits {', '.join(splits)}; choose one with "
+                            f"select split=NAME (reading several would mix training and validation images)")
+        if self.selection is None:
+            return candidates, set()
+        kept = [entry for entry in candidates
+                if self.selection.matches(entry.class_name, self._rows[entry.key], table)]
+        if not kept:
+            raise DataError(f"select {self.selection}: no image of {self.source} matches")
+        before = {entry.class_name for entry in candidates}
+        return kept, before - {entry.class_name for entry in kept}
 
     def _missing_class_message(self, name: str, raw_count: int, listed: bool) -> str:
         """Why class ``name`` has no images, and what the user can do about it (no internal option names)."""
@@ -367,6 +448,20 @@ class DataReader:
         """int32 class ids of :attr:`files`."""
         return self._labels.copy()
 
+    @property
+    def attribute_columns(self) -> list[str]:
+        """The attributes of :attr:`attribute_ids` (empty without an attribute table)."""
+        return list(self.attribute_vocabulary)
+
+    @property
+    def attribute_ids(self) -> np.ndarray:
+        """int32 (N, A) attribute ids of :attr:`files` (``len(values)``: "no value"; A = 0 without a table)."""
+        return self._attribute_ids.copy()
+
+    def attribute_row(self, path: str) -> AttributeRow | None:
+        """The attribute row of a kept file (None: no row, or no attribute table)."""
+        return self._rows.get(path)
+
     def kept_files(self) -> list[tuple[str, str]]:
         """(path, class name) of every kept file, in the order of :attr:`files`."""
         return [(entry.key, entry.class_name) for entry in self._kept]
@@ -407,20 +502,28 @@ class DataReader:
             order = np.random.default_rng([self.seed, epoch, 5]).permutation(order)
         return order
 
-    def epoch(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, index: int, with_attributes: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
         """Yields epoch ``index`` as (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B]).
 
+        With ``with_attributes`` (a reader with an attribute table) each batch also has its
+        attribute ids, int32 [B, A] (see :attr:`attribute_ids`).
         Decoding runs on ``workers`` threads, ``prefetch`` batches ahead.
 
         Raises:
             DataError: (while iterating) a file cannot be read, with on_error="raise";
                 or a file changed after the verify pass.
         """
+        self._check_with_attributes(with_attributes)
         order = self.epoch_order(index)
         self._announce_skips()
-        return self._stream(order, index)
+        return self._stream(order, index, with_attributes)
 
-    def _stream(self, order: np.ndarray, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _check_with_attributes(self, with_attributes: bool):
+        if with_attributes and self.attribute_table is None:
+            raise DataError(f"with_attributes: {self.source} has no attribute table (give attributes=CSV)")
+
+    def _stream(self, order: np.ndarray, epoch: int, with_attributes: bool = False
+                ) -> Iterator[tuple[np.ndarray, ...]]:
         batch_count = len(self)
         batch_size = self.batch_size
         executor = (ThreadPoolExecutor(self.workers, thread_name_prefix="cellgen-reader")
@@ -450,7 +553,10 @@ class DataReader:
                 else:
                     for future in futures:
                         future.result()
-                yield images, labels
+                if with_attributes:
+                    yield images, labels, self._attribute_ids[order[positions]]
+                else:
+                    yield images, labels
             self._report_upscaled()
         finally:
             for _, _, _, futures in pending:
@@ -494,7 +600,8 @@ class DataReader:
             self._cache[entry.key] = image
         return image
 
-    def as_tf_dataset(self, epochs: int | None = None, start_epoch: int = 0, with_labels: bool = True):
+    def as_tf_dataset(self, epochs: int | None = None, start_epoch: int = 0, with_labels: bool = True,
+                      with_attributes: bool = False):
         """A ``tf.data.Dataset`` of (images float32 [B, H, W, 3], labels int32 [B]) batches.
 
         It runs epochs ``start_epoch``, ``start_epoch + 1``, ... each with its
@@ -508,8 +615,14 @@ class DataReader:
             epochs: number of epochs, or None for endless.
             start_epoch: the first epoch's number (e.g. to resume training).
             with_labels: False yields images only.
+            with_attributes: also yield the attribute ids, int32 [B, A]: batches
+                ``(images, labels, attribute_ids)`` (needs ``with_labels``).
         """
         import tensorflow as tf
+
+        self._check_with_attributes(with_attributes)
+        if with_attributes and not with_labels:
+            raise DataError("with_attributes needs with_labels (batches are images, labels, attribute ids)")
 
         if epochs is not None:
             epochs = _check_int(epochs, "epochs", 1)
@@ -519,8 +632,8 @@ class DataReader:
             epoch = start_epoch
             try:
                 while epochs is None or epoch < start_epoch + epochs:
-                    for images, labels in self.epoch(epoch):
-                        yield (images, labels) if with_labels else images
+                    for batch in self.epoch(epoch, with_attributes):
+                        yield batch if with_labels else batch[0]
                     epoch += 1
             except DataError as error:  # tf.data wraps it; raising_data_errors() unwraps it
                 with self._lock:
@@ -531,6 +644,8 @@ class DataReader:
         batch_dim = self.batch_size if self.drop_remainder else None
         image_spec = tf.TensorSpec((batch_dim,) + self.image_shape, tf.float32)
         signature = (image_spec, tf.TensorSpec((batch_dim,), tf.int32)) if with_labels else image_spec
+        if with_attributes:
+            signature += (tf.TensorSpec((batch_dim, len(self.attribute_columns)), tf.int32),)
         dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
         cardinality = tf.data.INFINITE_CARDINALITY if epochs is None else len(self) * epochs
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
@@ -564,11 +679,13 @@ class DataReader:
         """
         return raising_data_errors(self)
 
-    def load_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """All kept images (no repeats, no augmentation) as float32 [N, H, W, 3] and int32 [N].
+    def load_all(self, with_attributes: bool = False) -> tuple[np.ndarray, ...]:
+        """All kept images (no repeats, no augmentation) as float32 [N, H, W, 3] and int32 [N]
+        (and, ``with_attributes``, the int32 [N, A] attribute ids).
 
         Holds everything in memory: meant for small evaluation sets.
         """
+        self._check_with_attributes(with_attributes)
         self._announce_skips()
         images = np.empty((len(self._kept),) + self.image_shape, dtype=np.float32)
         order = np.arange(len(self._kept))
@@ -580,6 +697,8 @@ class DataReader:
                 for future in [executor.submit(self._fill, images, part, order, order, 0, None) for part in parts]:
                     future.result()
         self._report_upscaled()
+        if with_attributes:
+            return images, self._labels.copy(), self._attribute_ids.copy()
         return images, self._labels.copy()
 
     def write_skip_report(self, directory: str | os.PathLike) -> Path:
@@ -594,20 +713,26 @@ class DataReader:
         self._announce_skips(path)
         return path
 
-    def write_file_list(self, csv_path: str | os.PathLike) -> Path:
+    def write_file_list(self, csv_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
         """Writes the kept files as a ``path,label`` CSV (paths relative to it), itself a valid source.
 
-        Lets a later stage (or a scarcity study) read exactly the same images.
+        Lets a later stage (or a scarcity study) read exactly the same images. ``labels`` (one per
+        kept file, in the order of :attr:`files`) replaces the class names, e.g. to relabel a
+        selection as the positive class of a binary experiment.
         """
         if isinstance(self._source, _TfdsSource):
             raise DataError("write_file_list needs a folder or CSV source, not a TFDS dataset")
+        if labels is not None and len(labels) != len(self._kept):
+            raise DataError(f"write_file_list: {len(labels)} labels for {len(self._kept)} files")
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         base = csv_path.parent.resolve()
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "label"])
-            for path, class_name in self.kept_files():
+            for index, (path, class_name) in enumerate(self.kept_files()):
+                if labels is not None:
+                    class_name = labels[index]
                 try:
                     shown = os.path.relpath(Path(path).resolve(), base)
                 except ValueError:  # another drive on Windows

@@ -1,6 +1,9 @@
-"""Listing a source: class folders, flat folders and ``path,label`` CSV files, and the class list.
+"""Listing a source: class folders, flat folders, ``path,label`` CSV files and attribute tables, and
+the class list.
 
-TFDS datasets are listed by :mod:`cellgen.data.tfds_source`; :func:`_open_source` picks the kind.
+TFDS datasets are listed by :mod:`cellgen.data.tfds_source`; :func:`_open_source` picks the kind. A
+CSV whose header has ``class`` and ``file`` columns is an attribute table
+(:mod:`cellgen.data.attributes`, WBCAtt's layout), listed by :class:`_TableSource`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellgen.data.attributes import AttributeTable, is_table_header, read_table
 from cellgen.data.classes import UNLABELLED_CLASS, _check_class_names, load_classes
 from cellgen.data.entries import _Entry, _file_problem, _is_hidden, _read_file_bytes
 from cellgen.data.errors import DataError
@@ -83,17 +87,17 @@ class _FolderSource:
 
 
 class _CsvSource:
-    """A CSV file with ``path`` and ``label`` columns; paths relative to the CSV's folder."""
+    """A CSV file with ``path`` and ``label`` columns; paths relative to ``root`` (default: the CSV's folder)."""
 
     labelled = True
     layout = "CSV file"
 
-    def __init__(self, csv_path: Path):
+    def __init__(self, csv_path: Path, root: Path | None = None):
         self.csv_path = csv_path
         self.ignored: list[tuple[str, str]] = []
         self.entries: list[_Entry] = []
         self.first_line: dict[str, int] = {}
-        base = csv_path.parent
+        base = csv_path.parent if root is None else root
         try:
             with open(csv_path, newline="", encoding="utf-8-sig") as handle:
                 rows = csv.reader(handle)
@@ -143,7 +147,38 @@ class _CsvSource:
     def read_bytes(self, entry: _Entry) -> np.ndarray:
         return _read_file_bytes(entry)
 
-def _open_source(source, tfds_data_dir):
+class _TableSource(_CsvSource):
+    """An attribute table (``split,class,file,...``) as a source: ``ROOT/<split>/<class>/<file>``.
+
+    ``ROOT`` is the ``root`` option, else the table's folder. ``rows`` maps each entry's path to its
+    :class:`~cellgen.data.attributes.AttributeRow`; ``table`` is the whole table.
+    """
+
+    layout = "attribute table (CSV)"
+
+    def __init__(self, csv_path: Path, root: Path | None = None):
+        self.csv_path = csv_path
+        self.ignored = []
+        self.table: AttributeTable = read_table(csv_path)
+        self.entries, self.rows, self.first_line = [], {}, {}
+        for row in self.table.rows:
+            path = str(self.table.image_path(row, root))
+            self.first_line.setdefault(row.class_name, row.line)
+            self.entries.append(_Entry(path, row.class_name, f"line {row.line} of {csv_path}"))
+            self.rows[path] = row
+        if not any(os.path.exists(entry.key) for entry in self.entries[:50]):
+            where = root if root is not None else csv_path.parent
+            raise DataError(f"{csv_path}: no image of its first rows exists under {where} (e.g. "
+                            f"{self.entries[0].key}); give the folder its paths are relative to (root)")
+        self.class_names = sorted(self.first_line)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), None) or []
+
+
+def _open_source(source, tfds_data_dir, root=None):
     if isinstance(source, str) and source.startswith(TFDS_PREFIX):
         return _TfdsSource(source, tfds_data_dir)
     if not isinstance(source, (str, os.PathLike)):
@@ -157,8 +192,15 @@ def _open_source(source, tfds_data_dir):
         except PermissionError as error:
             raise DataError(f"{error.filename or path}: permission denied") from None
     if path.suffix.lower() == ".csv":
+        root = None if root is None else Path(root)
+        if root is not None and not root.is_dir():
+            raise DataError(f"root: {root} is not a folder")
         try:
-            return _CsvSource(path)
+            if is_table_header(_csv_header(path)):
+                return _TableSource(path, root)
+            return _CsvSource(path, root)
+        except (UnicodeDecodeError, csv.Error):
+            return _CsvSource(path, root)  # reports the problem with its line
         except OSError as error:
             raise DataError(f"{path}: cannot read CSV ({error.strerror or error})") from None
     raise DataError(f"{path}: a source must be a folder, a .csv file or 'tfds:NAME[:SPLIT]'")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, above, at_least, between, every, one_of
+from cellgen.config import ConfigError, FinetuneConfig, above, at_least, between, every, one_of
+from cellgen.data.attributes import split_item, vocabulary_from_items, vocabulary_items
 from cellgen.diffusion.schedules import SCHEDULES, schedule_from_config
 
 BLOCK_KINDS = ("r2", "residual", "plain")
@@ -32,6 +33,8 @@ LOSS_WEIGHTINGS = ("uniform", "min_snr")
 AUGMENTATIONS = ("none", "dihedral")
 # "auto": DDPM ancestral sampling over all T steps for discrete-time runs, DDIM otherwise (today's behaviour).
 SAMPLERS = ("auto", "ddim", "dpmpp_2m", "heun", "ddpm")
+# What sampling does to each step's clean-image estimate (solvers.thresholded_denoiser).
+THRESHOLDS = ("none", "static", "dynamic")
 
 # Fields that define the network and the data normalisation: a fine-tuned run must
 # keep them from its base run, or the base weights would not fit.
@@ -40,11 +43,12 @@ ARCHITECTURE_FIELDS = (
     "attention_gates", "pooling", "normalization", "group_norm_groups", "embedding_dims", "embedding_max_frequency",
     "normalize_images", "time_mode",
     "conditional", "class_names", "class_embedding_dims", "condition_dims", "prediction",
+    "attributes", "attribute_values",
 )
 
 
 @dataclasses.dataclass
-class DiffusionConfig(CommonConfig):
+class DiffusionConfig(FinetuneConfig):
     """Config of ``train_ddim.py`` (run kind ``ddim``). Defaults: N&Z 2023 Table 7.
 
     Attributes:
@@ -90,16 +94,16 @@ class DiffusionConfig(CommonConfig):
         kid_image_size: input size of InceptionV3 (keras-io: 75).
         kid_diffusion_steps: DDIM steps of the images KID is computed on (keras-io: 5).
         kid_images: validation images (and as many generated ones) KID is computed on.
-        sample_every: write a sample grid every this many epochs.
         save_every: keep ``models/diffusion-epoch-NNNN.keras`` every this many epochs (0: only the last).
-        checkpoint_every: resumable checkpoint every this many epochs (and after the last).
+        sample_every, checkpoint_every, keep_checkpoints: see :class:`cellgen.config.GeneratorRunConfig`.
         grid_size: images in the sample grid (a square number reads best).
         run_eagerly: run the training step without ``tf.function`` (debugging; slower for real runs).
         class_name: train on this class only (``--class``; with ``finetune_from``, N&Z's per-class
             fine-tuning). The run then samples that class.
         finetune_from: base ``ddim`` run whose online and EMA weights and image statistics this run
             starts from (``--finetune-from RUN[/EPOCH]``).
-        finetune_epoch: saved epoch of the base run that was loaded (0: its latest).
+        finetune_epoch: saved epoch of the base run that was loaded (0: its latest)
+            (the three: :class:`cellgen.config.FinetuneConfig`).
         conditional: class-conditional U-Net (a learned class embedding joined to the noise
             embedding, FiLM scale and shift on every block; see unet.py) trained with label dropout
             and sampled with classifier-free guidance (Ho & Salimans 2022). False: today's network.
@@ -122,6 +126,26 @@ class DiffusionConfig(CommonConfig):
         sampler: default solver of the sample grids and ``generate.py``: ``ddim``, ``dpmpp_2m``
             (DPM-Solver++(2M), Lu et al. 2022), ``heun`` (Karras et al. 2022, 2 network calls per step),
             ``ddpm`` (discrete-time runs) or ``auto`` (``ddpm`` for discrete-time runs, else ``ddim``).
+        sample_threshold: what sampling does to each step's clean-image estimate: ``none``,
+            ``static`` (clip to the data range) or ``dynamic`` (Saharia et al. 2022: shrink each image
+            by its ``threshold_percentile`` quantile of |x0| when that exceeds 1); see
+            ``solvers.thresholded_denoiser``. Default ``static``: it cut the domain FID of guided
+            and unguided samples alike (guidance 2: 74 -> 19; ``ddim_fast``: 194 -> 30; measured in
+            docs/benchmarks.md, "Class-conditional DDIM"); ``none`` is keras-io's and N&Z's sampling.
+        threshold_percentile: quantile of ``dynamic`` (Imagen: 0.995).
+        attributes: attribute columns (e.g. WBCAtt's ``nucleus_shape``) a conditional network also
+            conditions on: one learned embedding per attribute (its own "no value" id) joined to
+            the class embedding; each is dropped independently with ``label_dropout`` in training,
+            so that sampling can request any subset (see unet.py and ddim.py). Empty: off.
+        attribute_values: the attributes' vocabulary as ``column=value`` items (the id of a value
+            is its position among its column's items; ``len`` of them is "no value"). Set by the
+            training loop from the attribute table; a fine-tune keeps its base run's.
+        attributes_csv: attribute table of the training images (WBCAtt's layout:
+            ``split,class,file,<attributes>``), matched to the images of ``data`` by class and file
+            name (see :mod:`cellgen.data.attributes`). Not needed when ``data`` is such a table.
+        select: train on the images a ``COLUMN=VALUE`` selection names only, e.g.
+            ``["class=neutrophil", "nucleus_shape=segmented-multilobed"]`` (``--select``; with
+            ``finetune_from``, N&Z's fine-tune on one abnormality). Needs an attribute table.
     """
 
     kind: ClassVar[str] = "ddim"
@@ -134,7 +158,7 @@ class DiffusionConfig(CommonConfig):
         "optimizer": one_of("adamw", "adam"),
         "schedule": one_of(*SCHEDULES),
         **dict.fromkeys(("depth", "base_width", "block_depth", "recurrence", "normalizer_batches", "diffusion_steps",
-                         "kid_diffusion_steps", "checkpoint_every", "grid_size", "class_embedding_dims",
+                         "kid_diffusion_steps", "grid_size", "class_embedding_dims",
                          "condition_dims"), at_least(1)),
         "widths": every(at_least(1)),
         "batch_norm_momentum": between(0, 1, high_open=True),
@@ -146,11 +170,12 @@ class DiffusionConfig(CommonConfig):
         "sample_eta": between(0, 1),
         "contrast": between(0, 127, high_open=True),
         "kid_images": at_least(2),
-        **dict.fromkeys(("sample_every", "save_every", "finetune_epoch"), at_least(0)),
         "prediction": one_of(*PREDICTIONS),
         "loss_weighting": one_of(*LOSS_WEIGHTINGS),
         "augment": one_of(*AUGMENTATIONS),
         "sampler": one_of(*SAMPLERS),
+        "sample_threshold": one_of(*THRESHOLDS),
+        "threshold_percentile": between(0.5, 1),
         "min_snr_gamma": above(0),
         "label_dropout": between(0, 1, high_open=True),
         "guidance": at_least(0),
@@ -204,16 +229,10 @@ class DiffusionConfig(CommonConfig):
     kid_image_size: int = 75
     kid_diffusion_steps: int = 5
     kid_images: int = 64
-    # run directory
-    sample_every: int = 1
+    # run directory (sample_every, checkpoint_every, keep_checkpoints: GeneratorRunConfig's)
     save_every: int = 0
-    checkpoint_every: int = 1
     grid_size: int = 16
     run_eagerly: bool = False
-    # one class / fine-tuning
-    class_name: str = ""
-    finetune_from: str = ""
-    finetune_epoch: int = 0
     # class conditioning and classifier-free guidance
     conditional: bool = False
     class_names: list[str] = dataclasses.field(default_factory=list)
@@ -227,6 +246,13 @@ class DiffusionConfig(CommonConfig):
     min_snr_gamma: float = 5.0
     augment: str = "none"
     sampler: str = "auto"
+    sample_threshold: str = "static"
+    threshold_percentile: float = 0.995
+    # morphological attributes (WBCAtt)
+    attributes: list[str] = dataclasses.field(default_factory=list)
+    attribute_values: list[str] = dataclasses.field(default_factory=list)
+    attributes_csv: str = ""
+    select: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -253,6 +279,19 @@ class DiffusionConfig(CommonConfig):
             raise ConfigError(f"class(es) {', '.join(unknown)} of the data are not among the conditional "
                               f"network's class_names ({', '.join(self.class_names)})")
         return self
+
+    def attribute_vocabulary(self) -> dict[str, list[str]]:
+        """``{attribute: values}`` of a network conditioned on attributes (empty when off or not yet set)."""
+        if not self.attributes or not self.attribute_values:
+            return {}
+        return vocabulary_from_items(self.attribute_values, self.attributes, error=ConfigError)
+
+    def with_data_attributes(self, vocabulary: dict[str, list[str]]) -> "DiffusionConfig":
+        """The config a run conditioned on attributes trains with: ``attribute_values`` from the data's
+        table (``vocabulary``), unless already set (a fine-tune or a resumed run keeps its own)."""
+        if not self.attributes or self.attribute_values:
+            return self
+        return self.replace(attribute_values=vocabulary_items({name: vocabulary[name] for name in self.attributes}))
 
     def label_map(self, classes):
         """int32 array mapping a data reader's label ids (ids into ``classes``) to network ids."""
@@ -290,3 +329,13 @@ class DiffusionConfig(CommonConfig):
         if self.class_name and self.conditional and self.class_names and self.class_name not in self.class_names:
             raise ConfigError(f"class_name={self.class_name!r} is not one of the conditional network's "
                               f"class_names ({', '.join(self.class_names)})")
+        if self.attributes and not self.conditional:
+            raise ConfigError("attributes need conditional = true (attribute embeddings join the class embedding)")
+        if len(set(self.attributes)) != len(self.attributes) or any(not name for name in self.attributes):
+            raise ConfigError(f"attributes must be distinct and non-empty, got {self.attributes}")
+        if self.attribute_values:
+            if not self.attributes:
+                raise ConfigError("attribute_values without attributes (the vocabulary of which attributes?)")
+            self.attribute_vocabulary()
+        for item in self.select:
+            split_item(item, "select", ConfigError)

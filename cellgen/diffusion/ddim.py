@@ -33,10 +33,12 @@ import tensorflow as tf
 from keras import ops
 
 from cellgen.config import ConfigError, config_from_dict
+from cellgen.data.attributes import no_value_ids, request_ids
 from cellgen.diffusion.config import SAMPLERS as _CONFIG_SAMPLERS
 from cellgen.diffusion.config import DiffusionConfig
 from cellgen.diffusion.schedules import DiscreteSchedule, schedule_from_config
-from cellgen.diffusion.solvers import continuous_rate_sequence, ddpm_solve, discrete_rate_sequence, sample_with
+from cellgen.diffusion.solvers import (continuous_rate_sequence, ddpm_solve, discrete_rate_sequence, sample_with,
+                                      thresholded_denoiser)
 from cellgen.diffusion.unet import unet_from_config
 from cellgen.precision import wrap_optimizer
 
@@ -117,6 +119,14 @@ class DiffusionModel(keras.Model):
     applied to the network output; all targets convert to eps linearly with the same
     coefficients, so guiding v or x0 is the same as guiding eps.
 
+    **Attribute conditioning** (``config.attributes``, e.g. WBCAtt's ``nucleus_shape``): the U-Net
+    also takes attribute ids ``(B, A)`` (each attribute's "no value" id is its number of values).
+    Training drops the class and each attribute independently with probability ``label_dropout``,
+    and all of them together with probability ``label_dropout`` as well, so the network learns
+    every subset of conditions and the fully unconditional prediction about as often as a
+    class-only model does. Guidance takes the requested class and attributes (the others "no
+    value") for the conditional half and no class and no attribute for the unconditional half.
+
     **Augmentation** ``dihedral``: each training image goes through one of the 8 symmetries
     of the square (transpose, left-right and up-down flips, each with probability 1/2),
     drawn in the training step from the model's seed generator.
@@ -147,8 +157,13 @@ class DiffusionModel(keras.Model):
         if config.conditional and not config.class_names:
             raise ConfigError("conditional = true needs class_names (the training loop sets them from the data's "
                               "classes: config.with_data_classes(reader.classes))")
+        if config.attributes and not config.attribute_values:
+            raise ConfigError("attributes need attribute_values (the training loop sets them from the attribute "
+                              "table: config.with_data_attributes(reader.attribute_vocabulary))")
         self.config = config
         self.num_classes = config.num_classes
+        self.attribute_vocabulary = config.attribute_vocabulary() if config.conditional else {}
+        self.no_value_ids = no_value_ids(self.attribute_vocabulary)
         self.network = unet_from_config(config, name="network")
         self.ema_network = unet_from_config(config, name="ema_network")
         self.ema_network.set_weights(self.network.get_weights())
@@ -180,6 +195,11 @@ class DiffusionModel(keras.Model):
     @property
     def is_conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def has_attributes(self) -> bool:
+        """Whether the network is conditioned on attributes (``config.attributes``)."""
+        return bool(self.attribute_vocabulary)
 
     @property
     def null_label(self) -> int:
@@ -288,21 +308,43 @@ class DiffusionModel(keras.Model):
         drop = tf.random.stateless_uniform(tf.shape(labels), seed=seed) < self.config.label_dropout
         return tf.where(drop, tf.fill(tf.shape(labels), tf.constant(self.null_label, labels.dtype)), labels)
 
+    def drop_attributes(self, labels, attributes, seed):
+        """Attribute dropout: each attribute id becomes "no value" with probability ``label_dropout``,
+        independently; then, with probability ``label_dropout`` per example, the class and every
+        attribute are dropped together (the unconditional half of guidance). Returns
+        ``(labels, attributes)``."""
+        rate = self.config.label_dropout
+        no_values = tf.broadcast_to(tf.constant(self.no_value_ids), tf.shape(attributes))
+        drop = tf.random.stateless_uniform(tf.shape(attributes), seed=seed) < rate
+        attributes = tf.where(drop, no_values, attributes)
+        joint = tf.random.stateless_uniform(tf.shape(labels), seed=tf.random.experimental.stateless_fold_in(seed, 1))
+        joint = joint < rate
+        labels = tf.where(joint, tf.fill(tf.shape(labels), tf.constant(self.null_label, labels.dtype)), labels)
+        return labels, tf.where(joint[:, None], no_values, attributes)
+
     def _split_batch(self, data, step: str):
-        """``(images, labels)`` of a batch: labels are required by conditional and ignored by
-        unconditional models."""
+        """``(images, labels, attribute ids)`` of a batch: labels are required by conditional and ignored
+        by unconditional models; attribute ids ``(B, A)`` (the third element) by models with attributes."""
         if isinstance(data, (tuple, list)):
             images = data[0]
             labels = data[1] if len(data) > 1 else None
+            attributes = data[2] if len(data) > 2 else None
         else:
-            images, labels = data, None
+            images, labels, attributes = data, None, None
         if not self.is_conditional:
-            return images, None
+            return images, None, None
         if labels is None:
             raise ValueError(f"{step}: this diffusion model is class-conditional (classes "
                              f"{', '.join(self.config.class_names)}); give (images, labels) batches with int "
                              "label ids into config.class_names")
-        return images, tf.reshape(tf.cast(labels, tf.int32), [-1])
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        if not self.has_attributes:
+            return images, labels, None
+        if attributes is None:
+            raise ValueError(f"{step}: this diffusion model is conditioned on attributes "
+                             f"({', '.join(self.attribute_vocabulary)}); give (images, labels, attribute_ids) "
+                             "batches")
+        return images, labels, tf.reshape(tf.cast(attributes, tf.int32), [-1, len(self.no_value_ids)])
 
     def _noise_batch(self, images, augment: bool = False):
         """Normalised images, noises, noisy images, rates and the step's seed for a loss evaluation."""
@@ -321,7 +363,12 @@ class DiffusionModel(keras.Model):
         error = tf.abs(error) if self.config.loss == "mae" else tf.square(error)
         return tf.reduce_mean(error, axis=[1, 2, 3])
 
-    def _network_inputs(self, noisy_images, noise_variances, labels):
+    def _network_inputs(self, noisy_images, noise_variances, labels, attributes=None):
+        if self.has_attributes:
+            if attributes is None:  # no attribute requested: "no value" for every one
+                attributes = tf.broadcast_to(tf.constant(self.no_value_ids),
+                                             tf.stack([tf.shape(labels)[0], len(self.no_value_ids)]))
+            return [noisy_images, noise_variances, labels, attributes]
         if self.is_conditional:
             return [noisy_images, noise_variances, labels]
         return [noisy_images, noise_variances]
@@ -361,30 +408,39 @@ class DiffusionModel(keras.Model):
             return clipped / (snr + 1.0)
         return clipped
 
-    def denoise(self, noisy_images, signal_rates, noise_rates, training: bool = False, network=None, labels=None):
+    def denoise(self, noisy_images, signal_rates, noise_rates, training: bool = False, network=None, labels=None,
+                attributes=None):
         """Predicts noises and clean images (keras-io ``denoise``); the EMA network unless training.
 
-        ``labels`` (int ids, "no class" = ``num_classes``) are needed by conditional models.
+        ``labels`` (int ids, "no class" = ``num_classes``) are needed by conditional models;
+        ``attributes`` (int ids ``(B, A)``; default every one "no value") by models with attributes.
         """
         network = network or (self.network if training else self.ema_network)
         if self.is_conditional and labels is None:
             raise ValueError("denoise: a class-conditional model needs labels")
-        inputs = self._network_inputs(noisy_images, noise_rates ** 2, labels)
+        inputs = self._network_inputs(noisy_images, noise_rates ** 2, labels, attributes)
         return self.split_prediction(network(inputs, training=training), noisy_images, signal_rates, noise_rates)
 
-    def guided_prediction(self, noisy_images, noise_variances, labels, guidance, network=None):
+    def guided_prediction(self, noisy_images, noise_variances, labels, guidance, network=None, attributes=None):
         """Classifier-free guidance, both halves in one batched call (Ho & Salimans 2022).
 
         ``output = out_uncond + w * (out_cond - out_uncond)`` where ``out_cond`` is the network's
-        output for ``labels`` and ``out_uncond`` for "no class", computed on the concatenation of the
-        batch with itself (float32).
+        output for ``labels`` (and ``attributes``, ids ``(B, A)``, for a model with attributes) and
+        ``out_uncond`` for "no class" (and no attribute), computed on the concatenation of the batch
+        with itself (float32).
         """
         network = network or self.ema_network
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
         nulls = tf.fill(tf.shape(labels), self.null_label)
-        outputs = tf.cast(network([tf.concat([noisy_images, noisy_images], 0),
-                                   tf.concat([noise_variances, noise_variances], 0),
-                                   tf.concat([labels, nulls], 0)], training=False), tf.float32)
+        inputs = [tf.concat([noisy_images, noisy_images], 0), tf.concat([noise_variances, noise_variances], 0),
+                  tf.concat([labels, nulls], 0)]
+        if self.has_attributes:
+            no_values = tf.broadcast_to(tf.constant(self.no_value_ids),
+                                        tf.stack([tf.shape(labels)[0], len(self.no_value_ids)]))
+            attributes = no_values if attributes is None else tf.reshape(tf.cast(attributes, tf.int32),
+                                                                         tf.shape(no_values))
+            inputs.append(tf.concat([attributes, no_values], 0))
+        outputs = tf.cast(network(inputs, training=False), tf.float32)
         conditional, unconditional = tf.split(outputs, 2, axis=0)
         return unconditional + tf.cast(guidance, tf.float32) * (conditional - unconditional)
 
@@ -393,11 +449,14 @@ class DiffusionModel(keras.Model):
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         """One optimizer step on ``images`` or ``(images, labels)`` (labels: int ids into ``class_names``)."""
-        images, labels = self._split_batch(data, "train_step")
+        images, labels, attributes = self._split_batch(data, "train_step")
         images, noises, noisy_images, signal_rates, noise_rates, seed = self._noise_batch(images, augment=True)
         if labels is not None:
             labels = self.drop_labels(labels, tf.random.experimental.stateless_fold_in(seed, 1))
-        inputs = self._network_inputs(noisy_images, noise_rates ** 2, labels)
+        if attributes is not None:
+            labels, attributes = self.drop_attributes(labels, attributes,
+                                                      tf.random.experimental.stateless_fold_in(seed, 3))
+        inputs = self._network_inputs(noisy_images, noise_rates ** 2, labels, attributes)
         with tf.GradientTape() as tape:
             output = tf.cast(self.network(inputs, training=True), tf.float32)
             target = self.prediction_target(images, noises, signal_rates, noise_rates)
@@ -456,9 +515,9 @@ class DiffusionModel(keras.Model):
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         """EMA-network losses on ``images`` or ``(images, labels)`` (no label dropout, no augmentation)."""
-        images, labels = self._split_batch(data, "test_step")
+        images, labels, attributes = self._split_batch(data, "test_step")
         normalized, noises, noisy_images, signal_rates, noise_rates, _ = self._noise_batch(images)
-        output = tf.cast(self.ema_network(self._network_inputs(noisy_images, noise_rates ** 2, labels),
+        output = tf.cast(self.ema_network(self._network_inputs(noisy_images, noise_rates ** 2, labels, attributes),
                                           training=False), tf.float32)
         target = self.prediction_target(normalized, noises, signal_rates, noise_rates)
         per_example = self._per_example_loss(target, output)
@@ -474,24 +533,29 @@ class DiffusionModel(keras.Model):
             return discrete_rate_sequence(self.discrete_schedule, steps)
         return continuous_rate_sequence(self.schedule, steps)
 
-    def _denoiser(self, labels, guidance, mode: str):
+    def _denoiser(self, labels, guidance, mode: str, attributes=None):
         """The sampling denoiser of the EMA network: ``plain`` (unconditional network, or one conditional
-        call with ``labels``) or ``guided`` (classifier-free guidance with weight ``guidance``)."""
+        call with ``labels`` and ``attributes``) or ``guided`` (classifier-free guidance with weight
+        ``guidance``)."""
 
         def denoise(x, signal_rate, noise_rate):
             variances = tf.fill([tf.shape(x)[0], 1, 1, 1], noise_rate * noise_rate)
             if mode == "guided":
-                output = self.guided_prediction(x, variances, labels, guidance)
+                output = self.guided_prediction(x, variances, labels, guidance, attributes=attributes)
             else:
-                output = self.ema_network(self._network_inputs(x, variances, labels), training=False)
+                output = self.ema_network(self._network_inputs(x, variances, labels, attributes), training=False)
             return self.split_prediction(output, x, signal_rate, noise_rate)
 
-        return denoise
+        # Pixel values -1 and 1 in normalised space: the range thresholding keeps x0_hat inside.
+        mean, std = ops.reshape(self.image_mean, (1, 1, 1, 3)), ops.reshape(self.image_std, (1, 1, 1, 3))
+        return thresholded_denoiser(denoise, self.config.sample_threshold, (-1.0 - mean) / std, (1.0 - mean) / std,
+                                    self.config.threshold_percentile)
 
     def _sample_graph(self, initial_noise, signal_rates, noise_rates, eta, seed, labels, guidance,
-                      solver: str = "ddim", mode: str = "plain"):
+                      solver: str = "ddim", mode: str = "plain", attributes=None):
         """Reverse process in normalised space, then back to [-1, 1] (graph-friendly)."""
-        denoise = self._denoiser(labels if self.is_conditional else None, guidance, mode)
+        denoise = self._denoiser(labels if self.is_conditional else None, guidance, mode,
+                                 attributes if self.has_attributes else None)
         if solver == "ddpm":
             images = ddpm_solve(denoise, initial_noise, self.discrete_schedule, seed)
         else:
@@ -499,11 +563,11 @@ class DiffusionModel(keras.Model):
         return self.denormalize(images)
 
     def _compiled_sampler(self, solver: str, mode: str = "plain"):
-        key = (solver, mode)
+        key = (solver, mode, self.config.sample_threshold, self.config.threshold_percentile)
         if key not in self._sample_functions:
-            def run(initial_noise, signal_rates, noise_rates, eta, seed, labels, guidance):
+            def run(initial_noise, signal_rates, noise_rates, eta, seed, labels, guidance, attributes):
                 return self._sample_graph(initial_noise, signal_rates, noise_rates, eta, seed, labels, guidance,
-                                          solver=solver, mode=mode)
+                                          solver=solver, mode=mode, attributes=attributes)
 
             self._sample_functions[key] = tf.function(run, reduce_retracing=True, autograph=False)
         return self._sample_functions[key]
@@ -562,10 +626,38 @@ class DiffusionModel(keras.Model):
                 ids.append(int(label))
         return np.asarray(ids, np.int32)
 
+    def attribute_ids(self, attributes, count: int) -> np.ndarray:
+        """int32 (count, A) attribute ids of a request (A = 0 for a model without attributes).
+
+        ``attributes``: None (none requested: every attribute "no value"), ``["column=value", ...]``
+        or ``{column: value}`` (the same for every image; attributes not named get "no value"), or an
+        int array of ids, ``(A,)`` or ``(count, A)``.
+
+        Raises:
+            ConfigError: attributes for a model without them, an unknown attribute or value (the
+                message lists the valid ones), or ids of the wrong shape or range.
+        """
+        if attributes is None or (isinstance(attributes, (list, tuple, dict)) and not attributes):
+            return np.tile(self.no_value_ids, (count, 1)).reshape(count, len(self.no_value_ids)).astype(np.int32)
+        if not self.has_attributes:
+            raise ConfigError("attributes need a diffusion model conditioned on attributes (config attributes = "
+                              "[...]); this one has none")
+        if isinstance(attributes, np.ndarray) and attributes.dtype.kind in "iu":
+            ids = np.broadcast_to(attributes.astype(np.int32), (count, len(self.no_value_ids))).copy() \
+                if attributes.shape in ((len(self.no_value_ids),), (count, len(self.no_value_ids))) else None
+            if ids is None:
+                raise ConfigError(f"attribute ids of shape {attributes.shape}; expected ({len(self.no_value_ids)},) "
+                                  f"or ({count}, {len(self.no_value_ids)})")
+            if (ids < 0).any() or (ids > self.no_value_ids).any():
+                raise ConfigError(f"attribute ids out of range [0, {self.no_value_ids.tolist()}] (the last: no value)")
+            return ids
+        ids = request_ids(attributes, self.attribute_vocabulary, option="attributes", error=ConfigError)
+        return np.tile(ids, (count, 1)).astype(np.int32)
+
     def generate_from_noise(self, initial_noise, steps: int | None = None, eta: float = 0.0, seed: int = 0,
                             labels=None, guidance: float | None = None, sampler: str | None = None,
                             method: str | None = None, contrast: float = 0.0,
-                            batch_size: int | None = None) -> np.ndarray:
+                            batch_size: int | None = None, attributes=None) -> np.ndarray:
         """Runs the reverse process from given standard-normal noise (e.g. the fixed noise of sample grids).
 
         Args:
@@ -582,6 +674,9 @@ class DiffusionModel(keras.Model):
             method: older name of ``sampler`` (used when ``sampler`` is None).
             contrast: N&Z section 6.2 contrast c applied to the result (0 = off).
             batch_size: images per network call (default: all at once; guidance doubles the batch).
+            attributes: models with attributes: the requested values, e.g.
+                ``["nucleus_shape=segmented-multilobed"]`` (see :meth:`attribute_ids`); the others
+                are "no value". Guidance conditions on the class and these, against neither.
 
         Returns:
             float32 NumPy images in [-1, 1].
@@ -598,14 +693,17 @@ class DiffusionModel(keras.Model):
             raise ConfigError(f"steps must be <= timesteps ({self.config.timesteps}) for a discrete-time run")
         initial_noise = np.asarray(initial_noise, np.float32)
         ids = self.class_ids(labels, len(initial_noise))
+        attribute_ids = self.attribute_ids(attributes, len(initial_noise))
         guidance = float(self.config.guidance if guidance is None else guidance)
         if guidance < 0:
             raise ConfigError(f"guidance must be >= 0, got {guidance}")
         mode = "plain"
         if ids is not None:
+            conditioned = bool(np.any(ids != self.null_label)) or bool(np.any(attribute_ids != self.no_value_ids))
             if guidance == 0.0:
                 ids = np.full_like(ids, self.null_label)  # w = 0: the unconditional prediction, one call
-            elif guidance != 1.0 and bool(np.any(ids != self.null_label)):
+                attribute_ids = self.attribute_ids(None, len(initial_noise))
+            elif guidance != 1.0 and conditioned:
                 mode = "guided"  # w = 1 is the plain conditional prediction, one call
         else:
             ids = np.zeros(len(initial_noise), np.int32)  # unused by unconditional networks
@@ -617,13 +715,14 @@ class DiffusionModel(keras.Model):
             chunk = tf.constant(initial_noise[begin:begin + batch_size])
             outputs.append(function(chunk, signal_rates, noise_rates, tf.constant(float(eta)),
                                     tf.constant([int(seed) % (2 ** 31 - 1), index], tf.int32),
-                                    tf.constant(ids[begin:begin + batch_size]), tf.constant(guidance)).numpy())
+                                    tf.constant(ids[begin:begin + batch_size]), tf.constant(guidance),
+                                    tf.constant(attribute_ids[begin:begin + batch_size])).numpy())
         images = np.concatenate(outputs) if outputs else np.zeros((0,) + initial_noise.shape[1:], np.float32)
         return apply_contrast(images.astype(np.float32), contrast)
 
     def generate(self, n: int, steps: int | None = None, eta: float = 0.0, seed: int = 0, labels=None,
                  guidance: float | None = None, sampler: str | None = None, method: str | None = None,
-                 contrast: float = 0.0, batch_size: int | None = None) -> np.ndarray:
+                 contrast: float = 0.0, batch_size: int | None = None, attributes=None) -> np.ndarray:
         """Generates ``n`` images with the EMA network; deterministic for a ``seed``.
 
         Args:
@@ -631,7 +730,7 @@ class DiffusionModel(keras.Model):
             steps: solver steps (default ``config.diffusion_steps``, N&Z: 20).
             eta: 0 = deterministic DDIM, 1 = stochastic.
             seed: seeds the initial noise and the per-step noise.
-            labels, guidance, sampler, method: as for :meth:`generate_from_noise`.
+            labels, guidance, sampler, method, attributes: as for :meth:`generate_from_noise`.
             contrast: N&Z section 6.2 contrast post-processing (0 = off).
             batch_size: images per network call.
 
@@ -643,7 +742,8 @@ class DiffusionModel(keras.Model):
         size = self.config.image_size
         noise = tf.random.stateless_normal((n, size, size, 3), seed=[int(seed) % (2 ** 31 - 1), 7]).numpy()
         return self.generate_from_noise(noise, steps=steps, eta=eta, seed=seed, labels=labels, guidance=guidance,
-                                        sampler=sampler, method=method, contrast=contrast, batch_size=batch_size)
+                                        sampler=sampler, method=method, contrast=contrast, batch_size=batch_size,
+                                        attributes=attributes)
 
     def generate_class_grid(self, noise, steps: int | None = None, eta: float = 0.0, seed: int = 0,
                             guidance: float | None = None, sampler: str | None = None,

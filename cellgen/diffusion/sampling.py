@@ -11,13 +11,18 @@ always uses the EMA network.
   all T steps unless ``steps`` is given, which selects DDIM over ``steps`` strided steps.
   A class-conditional run's sampler lists its classes (``.classes``) and draws each with
   classifier-free guidance (``.sample(count, seed, class_name=...)``); a conditional run
-  fine-tuned on one class lists and draws that class.
+  fine-tuned on one class lists and draws that class. A run conditioned on attributes also
+  takes ``attributes=["nucleus_shape=segmented-multilobed", ...]`` (``generate.py --attr``):
+  every image is drawn with those values, guided against no class and no attribute.
 
 Example:
     >>> sampler = load_sampler(RunDir.open("runs/ddim-basophil"), steps=20, eta=0.0)  # doctest: +SKIP
     >>> images = sampler.sample(9, seed=0)     # float32 (9, S, S, 3) in [-1, 1]        # doctest: +SKIP
     >>> sampler = load_sampler(RunDir.open("runs/ddim-cond"), guidance=2.0, sampler="dpmpp_2m")  # doctest: +SKIP
     >>> sampler.classes, sampler.sample(9, seed=0, class_name="basophil").shape                # doctest: +SKIP
+    >>> sampler = load_sampler(RunDir.open("runs/ddim-attr"),                                   # doctest: +SKIP
+    ...                        attributes=["nucleus_shape=segmented-multilobed"])
+    >>> sampler.sample(9, seed=0, class_name="neutrophil").shape                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from cellgen.config import ConfigError
+from cellgen.data.attributes import describe_ids, request_ids
 from cellgen.diffusion.config import DiffusionConfig
 from cellgen.runs import RunDir, RunError
 
@@ -130,6 +136,8 @@ class DiffusionSampler:
         guidance: classifier-free guidance weight of conditional models (None: the config's).
         sampler: ``ddim``, ``dpmpp_2m``, ``heun`` or ``ddpm`` (None: the config's ``sampler``;
             ``auto`` is ``ddpm`` over all T steps for a discrete-time run without ``steps``, else ``ddim``).
+        attributes: models with attributes: values every image is drawn with, ``["column=value", ...]``
+            (the others "no value"; see :meth:`DiffusionModel.attribute_ids`).
 
     Example:
         >>> sampler = DiffusionSampler(model, steps=20)      # doctest: +SKIP
@@ -142,8 +150,10 @@ class DiffusionSampler:
 
     def __init__(self, model, steps: int | None = None, eta: float = 0.0, contrast: float = 0.0,
                  classes: list[str] | None = None, epoch: int | None = None, guidance: float | None = None,
-                 sampler: str | None = None):
+                 sampler: str | None = None, attributes=None):
         self.model = model
+        self.attribute_ids = model.attribute_ids(attributes, 1)[0]  # checks the request (ConfigError)
+        self.attributes = list(describe_ids(self.attribute_ids, model.attribute_vocabulary))
         self.image_size = int(model.config.image_size)
         self.conditional = bool(model.is_conditional)
         self.classes = model.sample_classes if self.conditional else classes
@@ -177,19 +187,21 @@ class DiffusionSampler:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         labels = class_name if self.conditional else None
+        attributes = self.attribute_ids if self.model.has_attributes else None
         return self.model.generate(count, steps=self.steps, eta=self.eta, seed=seed, labels=labels,
                                    guidance=self.guidance, sampler=self.method, contrast=self.contrast,
-                                   batch_size=max(1, int(batch_size)))
+                                   batch_size=max(1, int(batch_size)), attributes=attributes)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "method": self.method, "steps": self.steps, "eta": self.eta,
                 "contrast": self.contrast, "epoch": self.epoch, "classes": self.classes,
-                "conditional": self.conditional, "guidance": self.guidance}
+                "conditional": self.conditional, "guidance": self.guidance,
+                **({"attributes": self.attributes} if self.model.has_attributes else {})}
 
 
 def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None, contrast: float | None = None,
                  epoch: int | None = None, guidance: float | None = None, sampler: str | None = None,
-                 **options: Any) -> DiffusionSampler:
+                 attributes=None, **options: Any) -> DiffusionSampler:
     """The sampler of a ``ddim`` run (registered in ``cellgen.sampling.SAMPLER_LOADERS``).
 
     Args:
@@ -201,11 +213,13 @@ def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None
         epoch: a saved epoch (default: the latest).
         guidance: classifier-free guidance weight (conditional runs; default: the run's ``guidance``).
         sampler: ``ddim``, ``dpmpp_2m``, ``heun`` or ``ddpm`` (default: the run's ``sampler``).
+        attributes: runs conditioned on attributes: ``["column=value", ...]`` every image is drawn with.
         **options: other generate.py options; any that is not None is rejected.
 
     Raises:
-        RunError: not a ddim run / nothing saved / an option that does not apply.
-        ConfigError: a bad ``steps``, ``eta``, ``contrast``, ``guidance`` or ``sampler`` value.
+        RunError: not a ddim run / nothing saved / an option that does not apply (``attributes`` for
+            a run without them).
+        ConfigError: a bad ``steps``, ``eta``, ``contrast``, ``guidance``, ``sampler`` or attribute value.
     """
     from cellgen.diffusion.config import SAMPLERS
     from cellgen.sampling import reject_options
@@ -237,11 +251,16 @@ def load_sampler(run: RunDir, steps: int | None = None, eta: float | None = None
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         if sampler == "ddpm" and config.time_mode != "discrete":
             raise ConfigError(f"--sampler ddpm needs a discrete-time run; {run.path} is continuous-time")
+    if attributes:
+        if not config.attributes:
+            raise RunError(f"--attr needs a diffusion run conditioned on attributes; {run.path} has none "
+                           "(train one with --set attributes=COLUMN,... --attributes-csv CSV)")
+        request_ids(attributes, config.attribute_vocabulary(), option="--attr", error=ConfigError)
     chosen = resolve_epoch(run, epoch)
     model, _ = load_diffusion_model(run, chosen)
     classes = [config.class_name] if config.class_name else None
     return DiffusionSampler(model, steps=steps, eta=eta, contrast=contrast, classes=classes, epoch=chosen,
-                            guidance=guidance, sampler=sampler)
+                            guidance=guidance, sampler=sampler, attributes=attributes or None)
 
 
 def model_path(run: RunDir | str | os.PathLike, epoch: int) -> Path:

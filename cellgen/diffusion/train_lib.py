@@ -13,7 +13,11 @@ overrides; the saved config on resume; the base run's architecture when fine-tun
 
 A class-conditional run (``conditional = true``) records its classes in the config
 (``class_names``) and trains on ``(image, label)`` pairs; fine-tuning it on one class
-keeps the base run's class ids.
+keeps the base run's class ids. A run conditioned on attributes (``attributes``, from the
+attribute table ``attributes_csv``) records their vocabulary (``attribute_values``) too and
+trains on ``(image, label, attribute ids)``. ``select`` trains on a subset named by
+attribute values (N&Z's fine-tune on one abnormality, ``--finetune-from RUN --select
+nucleus_shape=segmented-multilobed``).
 
 Example:
     >>> config = load_config(DiffusionConfig, "ddim_fast", {"data": "train", "out": "runs/d"})  # doctest: +SKIP
@@ -57,10 +61,40 @@ def resolve_config(request: RunRequest) -> DiffusionConfig:
         ConfigError, RunError: with a message naming the option.
     """
     config = resolve_run_config(DiffusionConfig, request, _finetune_rules())
+    config = _with_attribute_table(config, request)
     if config.kid_encoder != "none" and not config.val_data:
         raise ConfigError(f"kid_encoder={config.kid_encoder!r} needs val_data (KID compares generated and "
                           "validation images): --set val_data=DIR")
     return config
+
+
+def _is_table(data: str) -> bool:
+    """Whether ``data`` is an attribute table CSV (``class,file`` columns) rather than a folder or ``path,label``."""
+    from cellgen.data.attributes import is_table_header
+
+    path = Path(data)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return is_table_header(next(csv.reader(handle), None) or [])
+
+
+def _with_attribute_table(config: DiffusionConfig, request: RunRequest) -> DiffusionConfig:
+    """Checks that ``select`` and ``attributes`` have an attribute table; a fine-tune on its base run's
+    data (not given again) also takes the base run's ``attributes_csv``."""
+    if not (config.select or config.attributes) or config.attributes_csv or _is_table(config.data):
+        return config
+    if config.finetune_from and "attributes_csv" not in request.explicit_fields():
+        from cellgen.diffusion.sampling import load_diffusion_config
+
+        base = load_diffusion_config(config.finetune_from)
+        if base.attributes_csv and base.data == config.data:
+            return config.replace(attributes_csv=base.attributes_csv)
+    needs = "select" if config.select else "attributes"
+    raise ConfigError(f"{needs} needs an attribute table: --attributes-csv CSV (WBCAtt's layout, "
+                      "split,class,file,<attributes>) or data = such a CSV")
 
 
 def fixed_noise(config: DiffusionConfig) -> np.ndarray:
@@ -151,42 +185,75 @@ class DiffusionStage(TrainingStage):
     def initial_grid(self) -> bool:  # the base model's samples, before fine-tuning changes them
         return bool(self.config.finetune_from)
 
+    def _attribute_options(self, for_validation: bool = False) -> dict:
+        """The reader's attribute arguments: the table, the conditioning attributes and their
+        vocabulary (once known), and the selection (without its ``split`` items for validation data,
+        whose folder is the split)."""
+        config = self.config
+        if not (config.attributes or config.select):
+            return {}
+        table = config.attributes_csv or (config.data if _is_table(config.data) else None)
+        select = list(config.select)
+        if for_validation:
+            from cellgen.data.attributes import SPLIT_COLUMN, split_item
+
+            select = [item for item in select if split_item(item)[0] != SPLIT_COLUMN]
+        return dict(attributes=table, attribute_columns=list(config.attributes),
+                    attribute_values=list(config.attribute_values) or None, select=select or None)
+
     def make_readers(self):
         from cellgen.data import DataError, DataReader
 
         config = self.config
         common = dict(reader_options(config), class_filter=[config.class_name] if config.class_name else None)
-        reader = training_reader(config.data, config.batch_size, **common)
-        # A new conditional run's label vocabulary is the data's classes, fixed from then on.
-        self.config = config = config.with_data_classes(reader.classes)
+        reader = training_reader(config.data, config.batch_size, **common, **self._attribute_options())
+        # A new conditional run's label vocabulary is the data's classes (and the attribute table's
+        # values), fixed from then on.
+        self.config = config = config.with_data_classes(reader.classes).with_data_attributes(
+            reader.attribute_vocabulary)
         val_reader = None
         if config.val_data:
             try:
-                val_reader = DataReader(config.val_data, batch_size=config.batch_size, shuffle=False, **common)
+                val_reader = DataReader(config.val_data, batch_size=config.batch_size, shuffle=False, **common,
+                                        **self._attribute_options(for_validation=True))
             except DataError as error:
                 raise DataError(f"val_data: {error}") from None
         return reader, val_reader
+
+    def log_line(self) -> str:
+        line = super().log_line()
+        if self.reader.selection is not None:
+            line += f", selected {self.reader.selection}"
+        if self.config.attributes:
+            line += f", conditioned on attributes {', '.join(self.config.attributes)}"
+        return line
 
     def run_classes(self, reader) -> list[str]:
         return [self.config.class_name] if self.config.class_name else list(reader.classes)
 
     def _labelled(self, dataset, reader):
-        """Maps the reader's label ids to the model's class ids (a one-class fine-tune's 0 is its base id)."""
+        """Maps the reader's label ids to the model's class ids (a one-class fine-tune's 0 is its base id);
+        batches of a run with attributes keep their attribute ids as a third element."""
         import tensorflow as tf
 
         ids = tf.constant(self.config.label_map(reader.classes))
+        if self.config.attributes:
+            return dataset.map(lambda images, labels, attributes: (images, tf.gather(ids, tf.cast(labels, tf.int32)),
+                                                                   attributes))
         return dataset.map(lambda images, labels: (images, tf.gather(ids, tf.cast(labels, tf.int32))))
 
     def train_dataset(self, reader, start_epoch: int):
         if is_conditional(self.config):
-            return self._labelled(reader.as_tf_dataset(start_epoch=start_epoch, with_labels=True), reader)
+            return self._labelled(reader.as_tf_dataset(start_epoch=start_epoch, with_labels=True,
+                                                       with_attributes=bool(self.config.attributes)), reader)
         return reader.as_tf_dataset(start_epoch=start_epoch, with_labels=False)
 
     def fit_options(self, val_reader):
         if val_reader is None:
             return {}
         if is_conditional(self.config):
-            data = self._labelled(val_reader.as_tf_dataset(with_labels=True), val_reader)
+            data = self._labelled(val_reader.as_tf_dataset(with_labels=True,
+                                                           with_attributes=bool(self.config.attributes)), val_reader)
         else:
             data = val_reader.as_tf_dataset(with_labels=False)
         return {"validation_data": data, "validation_steps": len(val_reader)}
@@ -255,7 +322,9 @@ class DiffusionStage(TrainingStage):
         config = self.config
         return {"finetune_from": config.finetune_from or None,
                 "finetune_epoch": config.finetune_epoch if config.finetune_from else None,
-                "conditional": is_conditional(config)}
+                "conditional": is_conditional(config),
+                **({"attributes": list(config.attributes)} if config.attributes else {}),
+                **({"select": str(self.reader.selection)} if self.reader.selection is not None else {})}
 
 
 def train(config: DiffusionConfig, resume: bool = False, verbose: int = 1, strategy=None) -> RunDir:

@@ -20,6 +20,14 @@ zero-initialised dense projection of it (:class:`~cellgen.diffusion.blocks.FiLM`
 AdaGN / FiLM conditioning of Dhariwal & Nichol 2021). With ``num_classes = 0`` the
 network is exactly the unconditional one (same layers, same initialisation order).
 
+A network conditioned on morphological attributes (``attribute_sizes``, e.g. WBCAtt's
+``nucleus_shape`` with 6 values) has a fourth input, int32 ids ``(B, A)``: attribute ``a``
+takes ids in ``[0, attribute_sizes[a]]``, the last one "no value" (not annotated, or dropped
+for guidance). :class:`AttributeEmbedding` looks each attribute up in its own learned table
+and the vectors join the class and noise embeddings in front of the conditioning MLP, so the
+FiLM layers see class and attributes together. Without attributes the network is exactly the
+class-conditional one.
+
 Images whose side is not a multiple of ``2 ** (depth - 1)`` (28 px with the
 deeper Matos U-Net) are zero-padded to the next multiple and the output is
 cropped back.
@@ -36,9 +44,53 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from cellgen.diffusion.blocks import AttentionGate, FiLM, SinusoidalEmbedding, make_block
+
+
+@keras.saving.register_keras_serializable(package="cellgen")
+class AttributeEmbedding(layers.Layer):
+    """One learned embedding table per attribute: ids ``(B, A)`` -> concatenated vectors ``(B, A * dims)``.
+
+    Attribute ``a`` has ``sizes[a] + 1`` rows, the last one "no value". The tables are stored as
+    one weight (rows of attribute ``a`` start at ``sum(sizes[:a] + 1)``), initialised like
+    ``keras.layers.Embedding`` (uniform in [-0.05, 0.05]).
+
+    Args:
+        sizes: number of values of each attribute.
+        output_dim: embedding size of every attribute.
+
+    Example:
+        >>> layer = AttributeEmbedding([3, 2], 4)
+        >>> layer(np.array([[0, 2], [3, 0]])).shape   # ids 3 and 2: "no value"
+        TensorShape([2, 8])
+    """
+
+    def __init__(self, sizes: Sequence[int], output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = [int(size) for size in sizes]
+        self.output_dim = int(output_dim)
+        if not self.sizes or min(self.sizes) < 1 or self.output_dim < 1:
+            raise ValueError(f"AttributeEmbedding needs sizes >= 1 and output_dim >= 1, got {sizes}, {output_dim}")
+        self.offsets = np.cumsum([0] + [size + 1 for size in self.sizes[:-1]]).astype(np.int32)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(sum(size + 1 for size in self.sizes), self.output_dim),
+                                     initializer=keras.initializers.RandomUniform(-0.05, 0.05), name="table")
+        super().build(input_shape)
+
+    def call(self, ids):
+        rows = ops.cast(ids, "int32") + ops.convert_to_tensor(self.offsets, "int32")
+        vectors = ops.take(self.table, rows, axis=0)  # (B, A, dims)
+        return ops.reshape(vectors, (-1, len(self.sizes) * self.output_dim))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(self.sizes) * self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes, "output_dim": self.output_dim}
 
 
 def padding_for(image_size: int, levels: int) -> tuple[int, int]:
@@ -53,8 +105,8 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
                normalization: str = "batch", batch_norm_momentum: float = 0.99, group_norm_groups: int = 8,
                embedding_dims: int = 32, embedding_max_frequency: float = 1000.0, channels: int = 3,
                num_classes: int = 0, class_embedding_dims: int = 32, condition_dims: int = 128,
-               name: str = "unet") -> keras.Model:
-    """Builds the U-Net ``[noisy_images, noise_variances(, class_ids)] -> prediction``.
+               attribute_sizes: Sequence[int] = (), name: str = "unet") -> keras.Model:
+    """Builds the U-Net ``[noisy_images, noise_variances(, class_ids(, attribute_ids))] -> prediction``.
 
     Args:
         image_size: side of the square images.
@@ -70,6 +122,9 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
         num_classes: 0 (unconditional) or the number of classes; then a third input ``(B,)``
             int32 takes class ids, ``num_classes`` meaning "no class".
         class_embedding_dims, condition_dims: class embedding size and conditioning MLP width.
+        attribute_sizes: values of each conditioning attribute (needs ``num_classes``); then a fourth
+            input ``(B, A)`` int32 takes attribute ids, ``attribute_sizes[a]`` meaning "no value".
+            Each attribute's embedding has ``class_embedding_dims`` entries.
         name: model name.
 
     Returns:
@@ -77,6 +132,9 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
         class ids when conditional) and a float32 output of shape ``(B, S, S, channels)``.
     """
     widths = [int(width) for width in widths]
+    attribute_sizes = [int(size) for size in attribute_sizes]
+    if attribute_sizes and not num_classes:
+        raise ValueError("attribute conditioning needs a class-conditional U-Net (num_classes > 0)")
     if not widths:
         raise ValueError("the U-Net needs at least one level (widths is empty)")
     if pooling not in ("max", "average"):
@@ -103,7 +161,15 @@ def build_unet(image_size: int, widths: Sequence[int] = (16, 32, 64, 128, 256), 
                                            name="class_embedding")(class_ids)
         class_embedding = layers.Reshape((1, 1, class_embedding_dims), dtype="float32",
                                          name="class_embedding_reshape")(class_embedding)
-        condition = layers.Concatenate(dtype="float32", name="concat_condition")([noise_embedding, class_embedding])
+        embeddings = [noise_embedding, class_embedding]
+        if attribute_sizes:
+            attribute_ids = keras.Input((len(attribute_sizes),), dtype="int32", name="attribute_ids")
+            inputs.append(attribute_ids)
+            vectors = AttributeEmbedding(attribute_sizes, class_embedding_dims, dtype="float32",
+                                         name="attribute_embedding")(attribute_ids)
+            embeddings.append(layers.Reshape((1, 1, len(attribute_sizes) * class_embedding_dims), dtype="float32",
+                                             name="attribute_embedding_reshape")(vectors))
+        condition = layers.Concatenate(dtype="float32", name="concat_condition")(embeddings)
         for index in range(2):
             condition = layers.Dense(condition_dims, activation="swish", dtype="float32",
                                      name=f"condition_dense{index}")(condition)
@@ -157,4 +223,6 @@ def unet_from_config(config, name: str = "unet") -> keras.Model:
         pooling=config.pooling, normalization=config.normalization, batch_norm_momentum=config.batch_norm_momentum,
         group_norm_groups=config.group_norm_groups, embedding_dims=config.embedding_dims,
         embedding_max_frequency=config.embedding_max_frequency, num_classes=config.num_classes,
-        class_embedding_dims=config.class_embedding_dims, condition_dims=config.condition_dims, name=name)
+        class_embedding_dims=config.class_embedding_dims, condition_dims=config.condition_dims,
+        attribute_sizes=[len(values) for values in config.attribute_vocabulary().values()] if config.conditional
+        else (), name=name)

@@ -39,7 +39,10 @@ class ClassifierConfig(CommonConfig):
         test_data: test split, used only for the reported metrics.
         backbone: ``mobilenetv2``, ``xception`` or ``smallcnn`` (a small CNN for CPU demos).
         alpha: MobileNetV2 width multiplier (N&Z: 0.75).
-        weights: ``imagenet``, ``none`` or the path of a backbone weights file.
+        weights: ``none`` (random initialisation, the default: nothing is downloaded unless asked),
+            ``imagenet`` (Keras' download or its cache ``~/.keras/models``; the thesis presets
+            ``kc2020_xception`` and ``nz2023_mobilenetv2`` ask for it) or the path of a backbone
+            weights file.
         bn_momentum: momentum of every batch-norm layer of the backbone. Keras'
             applications use 0.99-0.999, which with a few hundred steps leaves the moving
             statistics far from the data and inference-mode predictions collapse.
@@ -100,7 +103,7 @@ class ClassifierConfig(CommonConfig):
     test_data: str = ""
     backbone: str = "mobilenetv2"
     alpha: float = 0.75
-    weights: str = "imagenet"
+    weights: str = "none"
     bn_momentum: float = 0.9
     freeze_backbone: bool = False
     dropout: float = 0.0

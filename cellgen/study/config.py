@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from cellgen.config import CommonConfig, ConfigError, Range, at_least, between, one_of
+from cellgen.config import CommonConfig, ConfigError, Range, at_least, between, every, one_of
 
 # ddim_cond: one class-conditional DDIM (classifier-free guidance) of every class, sampled per class;
 # ddim / vanilla_gan: a base model fine-tuned per synthesised class (N&Z 2023);
@@ -24,6 +24,14 @@ PER_CLASS_FINETUNED = ("ddim", "vanilla_gan")
 STAGES = ("prepare", "base", "finetune", "generate", "filter", "evaluate", "classify", "report")
 SYNTHETIC_CLASS_CHOICES = ("target", "all")
 ARMS = ("baseline", "classical", "synthetic", "classical+synthetic")
+# The generators of an attribute study (``positive`` set; cellgen.study.attribute_study), side by side:
+# conditional: one DDIM conditioned on class and the selection's attributes, trained once on the
+# population's training images and sampled with ``--attr``; finetuned: N&Z 2023's route, a base DDIM on
+# the population fine-tuned on the positives (``--finetune-from BASE --select ...``).
+ATTRIBUTE_GENERATORS = ("conditional", "finetuned")
+# Study fields an attribute study does not read (it warns when one is set).
+ATTRIBUTE_IGNORED = ("target_classes", "limit_class", "synthetic_classes", "filter_threshold", "base_run",
+                     "acgan_overrides", "extractor")
 
 
 @dataclasses.dataclass
@@ -90,6 +98,31 @@ class StudyConfig(CommonConfig):
         sample_steps: diffusion sampling steps (DDIM) for generation.
         precision: ``preset`` (default: every stage uses its preset's precision) or one
             precision forced on every stage.
+
+    Attribute study (``positive`` set; :mod:`cellgen.study.attribute_study`): the N&Z abnormality
+    experiment with a WBCAtt attribute selection as the "abnormality".
+
+    Attributes:
+        attributes_csv: the attribute table of the ``train``/``val``/``test`` images (WBCAtt's
+            layout, ``split,class,file,<attributes>``; rows matched by class and file name).
+        positive: the positive cells, ``COLUMN=VALUE`` items, e.g. ``["class=neutrophil",
+            "nucleus_shape=segmented-multilobed"]``; one class and one value per attribute column
+            (the conditional generator draws exactly that). Non-empty turns the attribute study on.
+        population: the cells the experiment is about, e.g. ``["class=neutrophil"]``; the negatives
+            are the population's other cells. Every generator, filter and classifier reads only the
+            population's training images.
+        positive_label, negative_label: the labels of the binary experiment (``positive_label``
+            empty: the positive selection's last attribute value).
+        attribute_generators: ``conditional`` and/or ``finetuned`` (see ``ATTRIBUTE_GENERATORS``);
+            ``generator_preset``/``generator_overrides`` train the conditional DDIM (forced
+            conditional, on the selection's attributes) and the N&Z base (forced unconditional) alike,
+            ``finetune_preset``/``finetune_overrides`` the fine-tune on the positives.
+        attribute_classifier_preset, attribute_classifier_overrides: the attribute classifier of the
+            fidelity stage (trained on the population's real training images only).
+        With ``synthetic_count = 0`` each generator draws as many positives as there are real
+        positive training images (N&Z Table 4). ``target_classes``, ``limit_class``,
+        ``synthetic_classes``, the filter, ``sweep_caps``, ``base_run`` and the FID ``extractor``
+        are not used.
     """
 
     kind: ClassVar[str] = "study"
@@ -98,6 +131,7 @@ class StudyConfig(CommonConfig):
         "generator_image_size": at_least(0, note="0 = image_size"), "guidance": at_least(0),
         "synthetic_classes": one_of(*SYNTHETIC_CLASS_CHOICES),
         "filter_threshold": between(0, 1, high_open=True, note="0 = no filter"), "filter_candidates": at_least(1),
+        "attribute_generators": every(one_of(*ATTRIBUTE_GENERATORS)),
     }
     # "preset": each stage keeps its own preset's precision (bf16 suits the DDIM on AMX CPUs,
     # while MobileNetV2's depthwise convolutions are slower in bf16 on CPUs).
@@ -135,6 +169,20 @@ class StudyConfig(CommonConfig):
     evaluation_seeds: int = 1
     expert_kit_size: int = 20
     sample_steps: int = 20
+    # attribute study
+    attributes_csv: str = ""
+    positive: list[str] = dataclasses.field(default_factory=list)
+    population: list[str] = dataclasses.field(default_factory=list)
+    positive_label: str = ""
+    negative_label: str = "other"
+    attribute_generators: list[str] = dataclasses.field(default_factory=lambda: list(ATTRIBUTE_GENERATORS))
+    attribute_classifier_preset: str = "classifier_fast"
+    attribute_classifier_overrides: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def attribute_study(self) -> bool:
+        """Positives are an attribute selection within a population (cellgen.study.attribute_study)."""
+        return bool(self.positive)
 
     @property
     def conditional(self) -> bool:
@@ -180,14 +228,57 @@ class StudyConfig(CommonConfig):
             bad = [cap for cap in self.sweep_caps if not isinstance(cap, (int, float)) or cap <= 0]
             if bad:
                 raise ConfigError(f"sweep_caps entries must be positive fractions or counts, got {bad}")
+        if self.attribute_study:
+            self._validate_attribute_study()
         for overrides_name in ("generator_overrides", "finetune_overrides", "acgan_overrides",
-                               "classifier_overrides"):
+                               "classifier_overrides", "attribute_classifier_overrides"):
             for item in getattr(self, overrides_name):
                 if "=" not in item:
                     raise ConfigError(f"{overrides_name}: expected key=value, got {item!r}")
 
+    def _validate_attribute_study(self) -> None:
+        """The checks of an attribute study that need no table (values are checked against it later)."""
+        from cellgen.data.attributes import CLASS_COLUMN, SPLIT_COLUMN, split_item
+
+        if not self.attributes_csv:
+            raise ConfigError("positive: an attribute study needs attributes_csv (WBCAtt's layout)")
+        if not self.population:
+            raise ConfigError("positive: give the population too (e.g. population = [\"class=neutrophil\"]); "
+                              "its other cells are the negatives")
+        if self.generator not in ("ddim", "ddim_cond"):
+            raise ConfigError(f"positive: an attribute study's generators are DDIMs, not {self.generator!r}")
+        if self.sweep_caps:
+            raise ConfigError("sweep_caps: the attribute study has no scarcity sweep (leave sweep_caps empty)")
+        if not self.attribute_generators:
+            raise ConfigError(f"attribute_generators: give at least one of {', '.join(ATTRIBUTE_GENERATORS)}")
+        if len(set(self.attribute_generators)) != len(self.attribute_generators):
+            raise ConfigError(f"attribute_generators: a generator is listed twice in {self.attribute_generators}")
+        for option in ("positive", "population"):
+            for item in getattr(self, option):
+                column, _ = split_item(item, option, ConfigError)
+                if column == SPLIT_COLUMN:
+                    raise ConfigError(f"{option}: {item!r}: the study chooses the splits itself (train, val, test)")
+        columns: dict[str, list[str]] = {}
+        for item in self.positive:
+            column, value = split_item(item, "positive", ConfigError)
+            columns.setdefault(column, []).append(value)
+        several = {column: values for column, values in columns.items() if len(values) > 1}
+        if several:
+            column, values = next(iter(several.items()))
+            raise ConfigError(f"positive: {column} has alternatives {values}; the conditional generator draws one "
+                              "value per attribute (give one)")
+        if not [column for column in columns if column != CLASS_COLUMN]:
+            raise ConfigError("positive: name at least one attribute value, e.g. nucleus_shape=segmented-multilobed")
+        if self.positive_label and self.positive_label == self.negative_label:
+            raise ConfigError(f"positive_label and negative_label must differ, both are {self.negative_label!r}")
+        if not self.negative_label:
+            raise ConfigError("negative_label: give the negatives' label (default: other)")
+
     def ignored_settings(self) -> list[str]:
         """The set fields that the chosen generator does not use (the study warns about them)."""
+        if self.attribute_study:
+            defaults = type(self)()
+            return [name for name in ATTRIBUTE_IGNORED if getattr(self, name) != getattr(defaults, name)]
         ignored = []
         if not self.per_class_finetune:
             ignored += [name for name in ("finetune_preset", "finetune_overrides") if getattr(self, name)]

@@ -33,50 +33,32 @@ and classifier functions) and first appends the equivalent command line of the
 per-stage script to ``commands.sh``, so a user can stop after any stage and rerun
 or continue it by hand.
 A finished stage writes ``stages/<name>.json``; re-running skips finished stages
-and resumes an interrupted training run (``--resume``).
+and resumes an interrupted training run (``--resume``) (the loop: :mod:`cellgen.study.base`).
+A config with ``positive`` set is an attribute study instead (positives are a WBCAtt selection
+within a population; :mod:`cellgen.study.attribute_study`), with the same stage names.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from cellgen.config import (ConfigError, RunRequest, config_from_request, parse_set_options, resolve_preset_path,
-                            to_toml)
+from cellgen.config import ConfigError, RunRequest, config_from_request, parse_set_options, resolve_preset_path
 from cellgen.runs import RunDir, read_json, write_json
 from cellgen.sampling import generated_set_seed
 from cellgen.study import stages
+from cellgen.study.base import StudyBase, StudyError, require_paths, resolve_sample_paths
 from cellgen.study.config import STAGES, StudyConfig
 from cellgen.study.report import write_report
 
-
-def resolve_sample_paths(config: StudyConfig) -> StudyConfig:
-    """Replaces ``sample:SPLIT`` data paths by the embedded sample's folders (works when installed)."""
-    from cellgen.sample_data import sample_path
-
-    changes = {}
-    for name in ("train", "val", "test"):
-        value = getattr(config, name)
-        if value.startswith("sample:"):
-            changes[name] = str(sample_path(value.split(":", 1)[1]))
-    return config.replace(**changes) if changes else config
+__all__ = ["Study", "StudyError", "resolve_sample_paths", "run_study", "STAGES"]
 
 
-class StudyError(RuntimeError):
-    """A study stage failed or the study is misconfigured; the message names the stage."""
-
-
-def _timestamp() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-class Study:
+class Study(StudyBase):
     """Runs the stages of a study in ``directory``.
 
     Args:
@@ -87,11 +69,6 @@ class Study:
         >>> study = Study(load_config(StudyConfig, "study_demo"), "demo_out")  # doctest: +SKIP
         >>> study.run()                                                        # doctest: +SKIP
     """
-
-    def __init__(self, config: StudyConfig, directory: str | Path):
-        self.config = config
-        self.directory = Path(directory)
-        self.stage_dir = self.directory / "stages"
 
     # Paths ---------------------------------------------------------------
     @property
@@ -148,34 +125,13 @@ class Study:
     def evaluation_dir(self) -> Path:
         return self.directory / "evaluation"
 
-    # Bookkeeping ---------------------------------------------------------
-    def is_done(self, stage: str) -> bool:
-        return (self.stage_dir / f"{stage}.json").is_file()
-
-    def stage_record(self, stage: str) -> dict[str, Any]:
-        return read_json(self.stage_dir / f"{stage}.json")
-
-    def _mark_done(self, stage: str, started: float, outputs: dict[str, Any]) -> None:
-        write_json(self.stage_dir / f"{stage}.json", {
-            "stage": stage, "finished": _timestamp(), "seconds": round(time.time() - started, 1),
-            "outputs": outputs})
-
-    @property
-    def commands(self) -> stages.CommandLog:
-        """``commands.sh``: every stage's equivalent command line, in the order they ran."""
-        return stages.CommandLog(self.directory / "commands.sh")
-
     # Validation ----------------------------------------------------------
     def check(self) -> list[str]:
         """Validates everything that can be checked before training; returns the class list."""
         from cellgen.data import DataError, DataReader
 
         config = self.config = resolve_sample_paths(self.config)
-        for name in ("train", "val", "test"):
-            if not getattr(config, name):
-                raise ConfigError(f"study: {name} data is not set (give --{name} or set it in the config)")
-            if not Path(getattr(config, name)).exists():
-                raise ConfigError(f"study: {name} data not found: {getattr(config, name)}")
+        require_paths(config, ("train", "val", "test"))
         try:
             classes = DataReader(config.train, image_size=config.image_size, batch_size=1).classes
             for split in ("val", "test"):
@@ -222,57 +178,9 @@ class Study:
                                   f"train at {config.generator_size} px; set generator_image_size={base_size}")
         return classes
 
-    # Running ---------------------------------------------------------------
-    def run(self, from_stage: str | None = None, until: str | None = None) -> Path:
-        """Runs the pending stages (all from ``from_stage`` when given); returns the report path."""
-        if from_stage is not None and from_stage not in STAGES:
-            raise ConfigError(f"--from: unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-        if until is not None and until not in STAGES:
-            raise ConfigError(f"--until: unknown stage {until!r}; stages: {', '.join(STAGES)}")
-        self.check()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._save_config(allow_changes=from_stage is not None)
-        if from_stage is not None:
-            for stage in STAGES[STAGES.index(from_stage):]:
-                (self.stage_dir / f"{stage}.json").unlink(missing_ok=True)
-            self._clear_outputs(from_stage)
-        for stage in STAGES:
-            if self.is_done(stage):
-                print(f"[study] stage {stage}: done before, skipped")
-            else:
-                print(f"[study] stage {stage}: running")
-                started = time.time()
-                try:
-                    outputs = getattr(self, f"stage_{stage}")()
-                except StudyError:
-                    raise
-                except Exception as error:
-                    message = str(error).strip() or type(error).__name__
-                    raise StudyError(f"stage {stage!r} failed: {message}") from error
-                self._mark_done(stage, started, outputs)
-            if stage == until:
-                break
-        return self.directory / "report.md"
-
-    def _save_config(self, allow_changes: bool = False) -> None:
-        values = self.config.to_dict()
-        config_path = self.directory / "study.toml"
-        if config_path.is_file() and not allow_changes:
-            saved = read_json(self.directory / "study.json")
-            # A field added after the study started (absent from study.json) had its default then.
-            defaults = type(self.config)().to_dict()
-            changed = sorted(key for key in values
-                             if key not in ("out",) and saved.get(key, defaults.get(key)) != values[key])
-            if changed:
-                raise ConfigError(f"study: {self.directory} was started with different settings "
-                                  f"({', '.join(changed)}); use another --out, or --from STAGE to re-run from the first stage they affect")
-        write_json(self.directory / "study.json", values)
-        config_path.write_text(to_toml(values), encoding="utf-8")
-
-    def _clear_outputs(self, from_stage: str) -> None:
-        """Removes the outputs of the stages that are re-run, so they start clean."""
-        index = STAGES.index(from_stage)
-        owned = {
+    def owned_outputs(self) -> dict[str, list[Path]]:
+        """The folders each stage writes (removed when the stage is re-run with ``--from``)."""
+        return {
             "prepare": [self.directory / "data"],
             "base": [] if self.config.base_run else [self.base_run],
             "finetune": [self.finetune_run(name) for name in self._finetuned_classes()]
@@ -283,10 +191,6 @@ class Study:
             "classify": [self.classifier_dir, self.reference_dir],
             "report": [],
         }
-        for stage in STAGES[index:]:
-            for path in owned[stage]:
-                if path.exists():
-                    shutil.rmtree(path)
 
     # Stages --------------------------------------------------------------------
     def stage_prepare(self) -> dict[str, Any]:
@@ -311,10 +215,6 @@ class Study:
         return {"kept_csv": str(self.kept_csv), **counts}
 
     # Requests -----------------------------------------------------------------
-    def _precision_overrides(self) -> dict[str, str]:
-        """``{"precision": P}`` when the study forces one; nothing when each preset keeps its own."""
-        return {} if self.config.precision == "preset" else {"precision": self.config.precision}
-
     def _stage_overrides(self, overrides, image_size: int | None = None) -> dict[str, Any]:
         """A stage's ``key=value`` overrides, then the study's data, size, seed, strategy (and precision)."""
         config = self.config
@@ -564,9 +464,14 @@ class Study:
 def run_study(config: StudyConfig, directory: str | Path, from_stage: str | None = None,
               until: str | None = None) -> Path:
     """Runs (or resumes) a study; returns the path of ``report.md``
-    (a study with ``sweep_caps`` runs through :func:`cellgen.study.sweep.run_sweep`)."""
+    (a study with ``sweep_caps`` runs through :func:`cellgen.study.sweep.run_sweep`; one with
+    ``positive`` is an attribute study, :class:`cellgen.study.attribute_study.AttributeStudy`)."""
     if config.sweep_caps:
         raise ConfigError("sweep_caps is set: run the sweep with cellgen.study.sweep.run_sweep (run_study.py does)")
+    if config.attribute_study:
+        from cellgen.study.attribute_study import AttributeStudy
+
+        return AttributeStudy(config, directory).run(from_stage=from_stage, until=until)
     return Study(config, directory).run(from_stage=from_stage, until=until)
 
 

@@ -52,10 +52,10 @@ def _mean_std(stats: dict[str, Any] | None, digits: int = 3) -> str:
 # Assets --------------------------------------------------------------------------
 
 
-def _real_images(kept_csv: Path, class_name: str, count: int, size: int) -> np.ndarray:
+def _real_images(source: Path, class_name: str, count: int, size: int) -> np.ndarray:
     from cellgen.data import DataReader
 
-    reader = DataReader(str(kept_csv), image_size=size, batch_size=count, shuffle=True, seed=0,
+    reader = DataReader(str(source), image_size=size, batch_size=count, shuffle=True, seed=0,
                         class_filter=class_name)
     images, _ = next(iter(reader.epoch(0)))
     return images[:count]
@@ -69,16 +69,17 @@ def _synthetic_images(folder: Path, count: int, size: int) -> np.ndarray:
     return images[:count]
 
 
-def _real_vs_synthetic_grid(study, class_name: str, path: Path, per_row: int = 8) -> Path | None:
+def real_vs_synthetic_grid(real: Path, class_name: str, folder: Path, size: int, path: Path, title: str,
+                           per_row: int = 8) -> Path | None:
+    """Two rows of real images of ``class_name`` (from the source ``real``) above two rows of the
+    generated images in ``folder``; None when the folder is empty."""
     from cellgen.plots import save_image_grid
 
-    folder = study.synthetic_dir(class_name)
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
-    size = study.config.image_size
-    real = _real_images(study.kept_csv, class_name, per_row * 2, size)
+    real_images = _real_images(real, class_name, per_row * 2, size)
     synthetic = _synthetic_images(folder, per_row * 2, size)
-    labelled_rows = [("real", real[:per_row]), ("real", real[per_row:2 * per_row]),
+    labelled_rows = [("real", real_images[:per_row]), ("real", real_images[per_row:2 * per_row]),
                      ("synthetic", synthetic[:per_row]), ("synthetic", synthetic[per_row:2 * per_row])]
     labelled_rows = [(label, row) for label, row in labelled_rows if len(row)]
     # Short rows are padded with white so that every row starts a new grid line.
@@ -86,8 +87,14 @@ def _real_vs_synthetic_grid(study, class_name: str, path: Path, per_row: int = 8
               if len(row) < per_row else row for _, row in labelled_rows]
     labels = [label for label, _ in labelled_rows]
     scale = max(1, 96 // size)
-    return save_image_grid(np.concatenate(padded), path, columns=per_row, row_labels=labels,
-                           title=f"{class_name}: real (kept training images) vs synthetic", scale=scale)
+    return save_image_grid(np.concatenate(padded), path, columns=per_row, row_labels=labels, title=title,
+                           scale=scale)
+
+
+def _real_vs_synthetic_grid(study, class_name: str, path: Path, per_row: int = 8) -> Path | None:
+    return real_vs_synthetic_grid(study.kept_csv, class_name, study.synthetic_dir(class_name),
+                                  study.config.image_size, path,
+                                  f"{class_name}: real (kept training images) vs synthetic", per_row)
 
 
 def _loss_curve(run_path: Path, path: Path, title: str) -> Path | None:
@@ -407,13 +414,17 @@ def _html(blocks: list[Block]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def write_pages(directory: Path, answer: dict[str, Any], blocks: list[Block]) -> dict[str, Path]:
+    """Writes ``report.json`` (``answer``), ``report.md`` and ``report.html`` (``blocks``) in ``directory``."""
+    numbers = write_json(directory / "report.json", answer)
+    markdown = directory / "report.md"
+    markdown.write_text(_markdown(blocks, directory), encoding="utf-8")
+    page = directory / "report.html"
+    page.write_text(_html(blocks), encoding="utf-8")
+    return {"markdown": markdown, "html": page, "json": numbers}
+
+
 def write_report(study) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` and ``report.json`` in the study directory; returns their paths."""
     answer = study_answer(study)
-    numbers = write_json(study.directory / "report.json", answer)
-    blocks = build_blocks(study, answer)
-    markdown = study.directory / "report.md"
-    markdown.write_text(_markdown(blocks, study.directory), encoding="utf-8")
-    page = study.directory / "report.html"
-    page.write_text(_html(blocks), encoding="utf-8")
-    return {"markdown": markdown, "html": page, "json": numbers}
+    return write_pages(study.directory, answer, build_blocks(study, answer))

@@ -108,18 +108,41 @@ def generator_config_class(kind: str):
     return getattr(trainer_module(kind), GENERATOR_TRAINERS[kind][2])
 
 
+# Fields a training script takes as options of their own (``train_ddim.py --attributes-csv CSV --select
+# COLUMN=VALUE ...``): commands.sh writes them so rather than as ``--set``.
+SCRIPT_FLAGS: dict[str, dict[str, str]] = {"ddim": {"attributes_csv": "--attributes-csv", "select": "--select"}}
+
+
+def training_argv(kind: str, request: RunRequest) -> list[str]:
+    """The training script's command line of ``request`` (``RunRequest.to_argv``, with the fields of
+    :data:`SCRIPT_FLAGS` as the script's own options: ``--select`` repeated per item)."""
+    flags = SCRIPT_FLAGS.get(kind, {})
+    own = {key: value for key, value in request.overrides.items() if key in flags}
+    if not own:
+        return request.to_argv()
+    rest = dataclasses.replace(request, overrides={key: value for key, value in request.overrides.items()
+                                                   if key not in flags})
+    argv = rest.to_argv()
+    extra: list[str] = []
+    for key, value in own.items():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            extra += [flags[key], str(item)]
+    cut = argv.index("--out") if "--out" in argv else len(argv)
+    return argv[:cut] + extra + argv[cut:]
+
+
 def train_generator(kind: str, request: RunRequest, verbose: int = 1, log: CommandLog | None = None,
                     strategy=None):
     """Resolves and trains (or resumes, or fine-tunes) a generator run; returns its RunDir.
 
-    The request's command line (``RunRequest.to_argv``) is logged before training starts.
+    The request's command line (:func:`training_argv`) is logged before training starts.
 
     Raises:
         ConfigError, DataError, RunError, NonFiniteLossError: as the trainer's ``train``.
     """
     trainer = trainer_module(kind)
     config = trainer.resolve_config(request)
-    _record(log, GENERATOR_TRAINERS[kind][0], request.to_argv())
+    _record(log, GENERATOR_TRAINERS[kind][0], training_argv(kind, request))
     fresh_session()
     return trainer.train(config, resume=request.resume, verbose=verbose, strategy=strategy)
 
@@ -127,7 +150,8 @@ def train_generator(kind: str, request: RunRequest, verbose: int = 1, log: Comma
 @dataclasses.dataclass
 class GenerationRequest:
     """Images to write from a generator run (the flags of ``generate.py --n``; ``guidance`` and
-    ``sampler`` for a class-conditional DDIM)."""
+    ``sampler`` for a class-conditional DDIM; ``attributes``, ``COLUMN=VALUE`` items, for a DDIM
+    conditioned on attributes: ``--attr``)."""
 
     run: str
     out: str
@@ -138,6 +162,7 @@ class GenerationRequest:
     batch_size: int = GENERATE_BATCH_SIZE
     guidance: float | None = None
     sampler: str | None = None
+    attributes: list[str] = dataclasses.field(default_factory=list)
 
     def to_argv(self) -> list[str]:
         argv = ["--run", self.run, "--n", str(self.count), "--out", self.out, "--seed", str(self.seed),
@@ -150,11 +175,14 @@ class GenerationRequest:
             argv += ["--guidance", str(self.guidance)]
         if self.sampler is not None:
             argv += ["--sampler", self.sampler]
+        for item in self.attributes:
+            argv += ["--attr", item]
         return argv
 
     def sampler_options(self) -> dict[str, Any]:
         """The options of :func:`cellgen.sampling.load_sampler` (those given)."""
-        options = {"steps": self.steps, "guidance": self.guidance, "sampler": self.sampler}
+        options = {"steps": self.steps, "guidance": self.guidance, "sampler": self.sampler,
+                   "attributes": list(self.attributes) or None}
         return {key: value for key, value in options.items() if value is not None}
 
 
@@ -258,3 +286,49 @@ def make_expert_kit(options, log: CommandLog | None = None) -> Path:
 
     _record(log, "expert_test", options.to_argv())
     return tasks.make_expert_kit(options)
+
+
+# Attribute fidelity (no script of its own: commands.sh gets the library call as a comment) -------------
+
+
+@dataclasses.dataclass
+class AttributeClassifierRequest:
+    """An attribute classifier to train on real training images
+    (:func:`cellgen.evaluate.attributes.train_attribute_classifier`), saved in ``out``."""
+
+    data: str
+    attribute: str
+    attributes_csv: str
+    select: list[str]
+    out: str
+    preset: str = "classifier_fast"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    def call_text(self) -> str:
+        """The equivalent Python call (for ``commands.sh``)."""
+        return (f"train_attribute_classifier({self.data!r}, {self.attribute!r}, {self.attributes_csv!r}, "
+                f"select={self.select!r}, preset={self.preset!r}, overrides={self.overrides!r}, "
+                f"seed={self.seed}).save({self.out!r})")
+
+
+def train_attribute_classifier(request: AttributeClassifierRequest, log: CommandLog | None = None):
+    """Trains (once; a saved one in ``request.out`` is read back) and saves an attribute classifier.
+
+    Raises:
+        DataError, ConfigError: as :func:`cellgen.evaluate.attributes.train_attribute_classifier`.
+    """
+    from cellgen.evaluate import attributes
+
+    out = Path(request.out)
+    if (out / attributes.INFO_FILE).is_file():
+        return attributes.AttributeClassifier.load(out)
+    if log is not None:
+        log.note(f"python: from cellgen.evaluate.attributes import train_attribute_classifier; "
+                 f"{request.call_text()}")
+    fresh_session()
+    classifier = attributes.train_attribute_classifier(
+        request.data, request.attribute, request.attributes_csv, select=request.select, preset=request.preset,
+        overrides=request.overrides, seed=request.seed)
+    classifier.save(out)
+    return classifier

@@ -136,6 +136,12 @@ CASES = data_cases() + [
     Case("mistyped-set-key", "train_ddim",
          [*DDIM, "--data", "{good}", "--set", "learnig_rate=1e-3", "--out", "{out}"], 2,
          says=("'learnig_rate' (did you mean 'learning_rate'?)",), no_run=True),
+    Case("unknown-sample-threshold", "train_ddim",
+         [*DDIM, "--data", "{good}", "--set", "sample_threshold=soft", "--out", "{out}"], 2,
+         says=("sample_threshold must be one of none, static, dynamic, got 'soft'",), no_run=True),
+    Case("threshold-percentile-out-of-range", "train_ddim",
+         [*DDIM, "--data", "{good}", "--set", "threshold_percentile=0.2", "--out", "{out}"], 2,
+         says=("threshold_percentile must be in [0.5, 1], got 0.2",), no_run=True),
     Case("set-without-value", "train_cvae", [*CVAE, "--data", "{good}", "--set", "kl_weight", "--out", "{out}"], 2,
          says=("--set expects key=value",), no_run=True),
     Case("overflowing-epochs", "train_ddim",  # no --epochs flag here: it would win over --set

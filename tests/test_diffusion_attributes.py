@@ -13,10 +13,11 @@ import tensorflow as tf
 
 from cellgen.config import ConfigError
 from cellgen.diffusion.config import ARCHITECTURE_FIELDS, DiffusionConfig
-from cellgen.diffusion.ddim import DiffusionModel, make_optimizer
+from cellgen.diffusion.ddim import DiffusionModel
 from cellgen.diffusion.unet import AttributeEmbedding
 from cellgen.runs import RunDir, read_history, read_json
 from cellgen.sample_data import sample_path
+from tests.diffusion_helpers import compiled_model, make_conditions_matter, random_images
 
 CLASSES = ["basophil", "eosinophil", "neutrophil"]
 TINY = dict(image_size=16, depth=2, base_width=8, block_kind="residual", block_depth=1, batch_size=8, seed=3,
@@ -30,24 +31,14 @@ TABLE = sample_path("train").parent / "wbcatt.csv"
 OLD_RUNS = Path(__file__).resolve().parent / "fixtures" / "old_runs"
 
 
-def _images(count, size=16, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (count, size, size, 3)).astype(np.float32)
+_images = random_images
 
 
 def _model(**changes):
-    config = DiffusionConfig(**{**ATTR, **changes})
-    model = DiffusionModel(config)
-    model.compile(optimizer=make_optimizer(config))
-    return model
+    return compiled_model(ATTR, **changes)
 
 
-def _make_conditions_matter(model, seed=5):
-    """Random FiLM projections and output convolution (both start at zero), copied to the EMA network."""
-    rng = np.random.default_rng(seed)
-    for layer in model.network.layers:
-        if layer.name.endswith("_film_dense") or layer.name == "output_conv":
-            layer.kernel.assign(rng.normal(0, 0.3, layer.kernel.shape).astype(np.float32))
-    model.update_ema(decay=0.0)
+_make_conditions_matter = make_conditions_matter
 
 
 def _batch(count=8):

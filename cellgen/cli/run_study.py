@@ -10,6 +10,7 @@ Examples:
     python run_study.py --config study_pbc_scarce_basophil --test ../shared/data/pbc128/val --out runs/basophil
     python run_study.py --config ... --out runs/basophil --from classify   # redo the classifier arms
     python run_study.py --config study_demo_acgan --out demo_out/study_acgan  # K&C: AC-GAN on a frozen Vanilla-GAN
+    python run_study.py --config study_demo_wbcatt --out demo_out/study_wbcatt  # a WBCAtt morphology (docs/attributes.md)
 """
 
 from __future__ import annotations

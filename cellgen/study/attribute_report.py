@@ -21,7 +21,7 @@ from cellgen.classify.metrics import paired_difference, t_interval
 from cellgen.runs import read_json
 from cellgen.study.analysis import difference_sentence
 from cellgen.study.config import STAGES
-from cellgen.study.report import Block, _loss_curve, real_vs_synthetic_grid, write_pages
+from cellgen.study.report import Block, real_vs_synthetic_grid, training_curve_blocks, write_pages
 
 # A synthetic arm and the real-only arm it is paired with (the same arm without synthetic images).
 COUNTERPART = {"synthetic": "baseline", "classical+synthetic": "classical"}
@@ -257,11 +257,7 @@ def build_blocks(study, answer: dict[str, Any]) -> list[Block]:
     else:
         blocks.append(Block("text", "The classify stage has not run."))
 
-    blocks.append(Block("heading", "Training curves"))
-    for title, run_path in study.generator_runs():
-        curve = _loss_curve(Path(run_path), assets / f"loss_{Path(run_path).name}.png", title)
-        if curve:
-            blocks.append(Block("image", (curve, f"loss curves: {title}")))
+    blocks.extend(training_curve_blocks(study, assets))
     blocks.append(Block("heading", "Attribution"))
     blocks.append(Block("text", "Method: Nilsson & Zettergren (2023). Attributes: WBCAtt, Tsutsui, Pang and Wen, "
                                 "NeurIPS 2023 Datasets and Benchmarks (MIT licence). PBC images: Acevedo et al., "

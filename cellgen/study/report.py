@@ -113,6 +113,16 @@ def _loss_curve(run_path: Path, path: Path, title: str) -> Path | None:
 # Report --------------------------------------------------------------------------
 
 
+
+def training_curve_blocks(study, assets: Path) -> list[Block]:
+    """A "Training curves" heading and the loss-curve image of every generator run of ``study``."""
+    blocks = [Block("heading", "Training curves")]
+    for title, run_path in study.generator_runs():
+        curve = _loss_curve(Path(run_path), assets / f"loss_{Path(run_path).name}.png", title)
+        if curve:
+            blocks.append(Block("image", (curve, f"loss curves: {title}")))
+    return blocks
+
 def _read_report(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
@@ -247,11 +257,7 @@ def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
                                         "-" if row["mean_probability"] is None else f"{row['mean_probability']:.3f}"]
                                        for name, row in summary.items()])))
 
-    blocks.append(Block("heading", "Training curves"))
-    for title, run_path in study.generator_runs():
-        curve = _loss_curve(Path(run_path), assets / f"loss_{Path(run_path).name}.png", title)
-        if curve:
-            blocks.append(Block("image", (curve, f"loss curves: {title}")))
+    blocks.extend(training_curve_blocks(study, assets))
 
     blocks.append(Block("heading", "Generator metrics"))
     metric_rows = []

@@ -369,3 +369,34 @@ def test_sweep_runs_one_study_per_cap_and_plots_f1_against_real_images(tmp_path,
     assert path.name == "sweep.md" and "| 6 | 6 |" in path.read_text()
     with pytest.raises(ConfigError, match="sweep_caps"):
         _config(sweep_caps="[0]")
+
+
+def test_conditional_study_fine_tunes_the_conditional_base_per_class(tmp_path):
+    """``finetune_conditional``: the conditional base fine-tuned on the kept basophils, sampled with guidance."""
+    overrides = TINY_OVERRIDES + CONDITIONAL_OVERRIDES + [
+        "finetune_conditional=true", "synthetic_classes=target", "filter_threshold=0", "arms=classical+synthetic",
+        "seeds=1", "reference=false", "finetune_preset=ddim_cond32",
+        "finetune_overrides=[\"epochs=2\", \"depth=2\", \"base_width=8\", \"block_depth=1\", \"condition_dims=16\", "
+        "\"class_embedding_dims=8\", \"batch_size=16\", \"grid_size=8\", \"diffusion_steps=2\"]"]
+    config = load_config(StudyConfig, None, overrides)
+    assert config.conditional and config.per_class_finetune and config.ignored_settings() == []
+    study = Study(config, tmp_path / "study")
+    study.run()
+    base = json.loads((study.base_run / "config.json").read_text())
+    tuned = json.loads((study.finetune_run("basophil") / "config.json").read_text())
+    # The fine-tune starts from the conditional base, stays conditional, and reads only the kept basophils.
+    assert tuned["conditional"] is True and tuned["class_name"] == "basophil"
+    assert tuned["finetune_from"] == str(study.base_run) and tuned["data"] == base["data"] == str(study.kept_csv)
+    assert tuned["class_names"] == base["class_names"] and tuned["epochs"] == 2
+    assert study.generator_run_of("basophil") == study.finetune_run("basophil")
+    assert study.stage_record("finetune")["outputs"]["runs"] == {"basophil": str(study.finetune_run("basophil"))}
+    (line,) = [argv for script, argv in _commands(study) if script == "generate"]
+    assert line[line.index("--run") + 1] == str(study.finetune_run("basophil"))
+    assert line[line.index("--class") + 1] == "basophil" and line[line.index("--guidance") + 1] == "1.5"
+    assert len(list(study.synthetic_dir("basophil").glob("*.png"))) == 2
+    assert "fine-tuned on that class" in json.loads((study.directory / "report.json").read_text())["question"]
+
+
+def test_finetune_conditional_is_ignored_without_a_conditional_generator():
+    config = load_config(StudyConfig, None, TINY_OVERRIDES + ["finetune_conditional=true"])
+    assert not config.conditional and config.ignored_settings() == ["finetune_conditional"]

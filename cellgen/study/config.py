@@ -31,7 +31,7 @@ ARMS = ("baseline", "classical", "synthetic", "classical+synthetic")
 ATTRIBUTE_GENERATORS = ("conditional", "finetuned")
 # Study fields an attribute study does not read (it warns when one is set).
 ATTRIBUTE_IGNORED = ("target_classes", "limit_class", "synthetic_classes", "filter_threshold", "base_run",
-                     "acgan_overrides", "extractor")
+                     "acgan_overrides", "extractor", "finetune_conditional")
 
 
 @dataclasses.dataclass
@@ -42,8 +42,8 @@ class StudyConfig(CommonConfig):
         train, val, test: class folders (or CSVs for ``train``) with the same classes.
             ``test`` may be left empty in the preset and given with ``--test``.
         generator: ``ddim_cond`` (one class-conditional DDIM trained once on the kept training
-            images of every class and sampled per class with classifier-free guidance; no
-            fine-tuning), or ``ddim`` / ``vanilla_gan`` (one base model, fine-tuned per
+            images of every class and sampled per class with classifier-free guidance; fine-tuned
+            per synthesised class only with ``finetune_conditional``), or ``ddim`` / ``vanilla_gan`` (one base model, fine-tuned per
             synthesised class: N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality),
             or ``acgan`` (K&C 2020: a Vanilla-GAN base trained on the kept images, then in the
             ``finetune`` stage one AC-GAN on its frozen networks, trained on the same kept images
@@ -58,9 +58,15 @@ class StudyConfig(CommonConfig):
             (``sampler`` empty: the run's own).
         generator_overrides: ``key=value`` overrides of the base preset.
         base_run: reuse this trained base generator run instead of training one.
+        finetune_conditional: with ``ddim_cond``, fine-tune the conditional base on the kept images
+            of each synthesised class (N&Z 2023's per-abnormality fine-tune, started from a model that
+            learnt every class) and sample each fine-tune for its class with the same guidance. On
+            PBC with 85 kept basophils, the base alone drew basophils a real-image classifier called
+            basophil 5 % of the time; a 60-epoch fine-tune 72.5 % (docs/benchmarks.md).
         finetune_preset: preset for the per-class fine-tuning (empty: the base preset).
         finetune_overrides: ``key=value`` overrides of the fine-tuning preset.
-            ``finetune_preset`` and ``finetune_overrides`` apply to ``ddim`` and ``vanilla_gan`` only.
+            ``finetune_preset`` and ``finetune_overrides`` apply to ``ddim`` and ``vanilla_gan``, and
+            to ``ddim_cond`` with ``finetune_conditional``.
         acgan_preset: with ``generator = "acgan"``, the AC-GAN's preset (``acgan_fast``, or
             ``kc2020_acgan`` for K&C's Table 3); its image and latent sizes are the base run's.
         acgan_overrides: ``key=value`` overrides of the AC-GAN preset (``generator = "acgan"`` only).
@@ -148,6 +154,7 @@ class StudyConfig(CommonConfig):
     guidance: float = 2.0
     sampler: str = ""
     base_run: str = ""
+    finetune_conditional: bool = False
     finetune_preset: str = ""
     finetune_overrides: list[str] = dataclasses.field(default_factory=list)
     acgan_preset: str = "acgan_fast"
@@ -186,7 +193,7 @@ class StudyConfig(CommonConfig):
 
     @property
     def conditional(self) -> bool:
-        """One class-conditional generator sampled per class (no fine-tuning)."""
+        """A class-conditional DDIM base, sampled per class with guidance (itself, or its fine-tunes)."""
         return self.generator == "ddim_cond"
 
     @property
@@ -197,7 +204,7 @@ class StudyConfig(CommonConfig):
     @property
     def per_class_finetune(self) -> bool:
         """The base generator is fine-tuned once per synthesised class (N&Z 2023)."""
-        return self.generator in PER_CLASS_FINETUNED
+        return self.generator in PER_CLASS_FINETUNED or (self.conditional and self.finetune_conditional)
 
     @property
     def trainer_kind(self) -> str:
@@ -284,4 +291,6 @@ class StudyConfig(CommonConfig):
             ignored += [name for name in ("finetune_preset", "finetune_overrides") if getattr(self, name)]
         if not self.acgan and self.acgan_overrides:
             ignored.append("acgan_overrides")
+        if not self.conditional and self.finetune_conditional:
+            ignored.append("finetune_conditional")
         return ignored

@@ -9,7 +9,8 @@ Stages (``--from`` takes these names):
 1. ``base``: train (or reuse) the base generator; with ``generator = "ddim_cond"`` the one
    class-conditional DDIM of every kept class; with ``generator = "acgan"`` a Vanilla-GAN.
 2. ``finetune``: fine-tune the base model on each synthesised class (skipped for
-   ``ddim_cond``, which is sampled per class with classifier-free guidance); with
+   ``ddim_cond``, which is sampled per class with classifier-free guidance, unless
+   ``finetune_conditional``: then each fine-tune is sampled with guidance too); with
    ``generator = "acgan"``, one AC-GAN (``generators/acgan``) on the frozen base networks,
    trained on the kept images of every class with their labels (Klang & Carlberg 2020, 4.5).
 3. ``generate``: write the synthetic images per class (``synthetic/<class>/``; with the
@@ -278,7 +279,8 @@ class Study(StudyBase):
         return targets + [name for name in self._class_names() if name not in targets]
 
     def _finetuned_classes(self) -> list[str]:
-        """The classes with a fine-tuned generator run (none for a conditional generator or an AC-GAN)."""
+        """The classes with a fine-tuned generator run (none for an AC-GAN, or a conditional generator
+        without ``finetune_conditional``)."""
         if not self.config.per_class_finetune:
             return []
         if (self.directory / "data" / "counts.json").is_file():
@@ -286,7 +288,7 @@ class Study(StudyBase):
         return list(self.config.target_classes)
 
     def stage_finetune(self) -> dict[str, Any]:
-        if self.config.conditional:
+        if self.config.conditional and not self.config.per_class_finetune:
             return {"skipped": "one class-conditional generator, sampled per class (no fine-tuning)"}
         if self.config.acgan:
             if not RunDir(self.acgan_run).is_complete:
@@ -330,10 +332,10 @@ class Study(StudyBase):
 
     def generator_run_of(self, class_name: str) -> Path:
         """The generator run that draws ``class_name``: the conditional base run, the AC-GAN, or the
-        class's fine-tune."""
+        class's fine-tune (of an unconditional or, with ``finetune_conditional``, a conditional base)."""
         if self.config.acgan:
             return self.acgan_run
-        return self.base_run if self.config.conditional else self.finetune_run(class_name)
+        return self.finetune_run(class_name) if self.config.per_class_finetune else self.base_run
 
     @property
     def class_conditional(self) -> bool:

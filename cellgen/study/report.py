@@ -157,8 +157,10 @@ def question_text(study, counts: dict[str, Any]) -> str:
     config = study.config
     targets = ", ".join(config.target_classes)
     if config.conditional:
-        how = (f"a class-conditional DDIM trained once on the kept images of every class (guidance "
-               f"{config.guidance:g})")
+        how = (f"a class-conditional DDIM trained once on the kept images of every class"
+               + (f", fine-tuned on {'that class' if len(config.target_classes) == 1 else 'each class'}"
+                  if config.per_class_finetune else "")
+               + f" (guidance {config.guidance:g})")
     elif config.acgan:
         how = ("an AC-GAN on a frozen Vanilla-GAN, both trained on the kept images of every class "
                "(Klang & Carlberg 2020)")
@@ -219,7 +221,8 @@ def build_blocks(study, answer: dict[str, Any] | None = None) -> list[Block]:
                       f"{' '.join(config.generator_overrides)}".strip()
                       + (f"; guidance {config.guidance:g}, sampler {config.sampler or 'of the run'}"
                          if config.conditional else "")],
-        ["fine-tuning", "none (one conditional generator, sampled per class)" if config.conditional else
+        ["fine-tuning", "none (one conditional generator, sampled per class)"
+                        if config.conditional and not config.per_class_finetune else
                         f"AC-GAN on the frozen base, preset `{config.acgan_preset}` "
                         f"{' '.join(config.acgan_overrides)}".strip() if config.acgan else
                         f"preset `{config.finetune_preset or config.generator_preset}` "

@@ -400,3 +400,11 @@ def test_conditional_study_fine_tunes_the_conditional_base_per_class(tmp_path):
 def test_finetune_conditional_is_ignored_without_a_conditional_generator():
     config = load_config(StudyConfig, None, TINY_OVERRIDES + ["finetune_conditional=true"])
     assert not config.conditional and config.ignored_settings() == ["finetune_conditional"]
+
+
+def test_finetune_conditional_that_is_not_a_bool_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--config", "study_demo", "--out", str(tmp_path / "s"), "--set", "finetune_conditional=maybe"]
+    assert run_study_main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "error: finetune_conditional: expected bool, got 'maybe'"
+    assert not (tmp_path / "s").exists()

@@ -43,8 +43,9 @@ class StudyConfig(CommonConfig):
             ``test`` may be left empty in the preset and given with ``--test``.
         generator: ``ddim_cond`` (one class-conditional DDIM trained once on the kept training
             images of every class and sampled per class with classifier-free guidance; fine-tuned
-            per synthesised class only with ``finetune_conditional``), or ``ddim`` / ``vanilla_gan`` (one base model, fine-tuned per
-            synthesised class: N&Z 2023 fine-tuned a DDIM, and a GAN with FreezeD, per abnormality),
+            per synthesised class only with ``finetune_conditional``), or ``ddim`` /
+            ``vanilla_gan`` (one base model, fine-tuned per synthesised class: N&Z 2023 fine-tuned
+            a DDIM, and a GAN with FreezeD, per abnormality),
             or ``acgan`` (K&C 2020: a Vanilla-GAN base trained on the kept images, then in the
             ``finetune`` stage one AC-GAN on its frozen networks, trained on the same kept images
             with their labels and sampled per class; pair it with ``classifier_preset =

@@ -247,6 +247,23 @@ class Snapshots(keras.callbacks.Callback):
             self.stage.save_models(self.run, completed)
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One printed line per epoch (``verbose="lines"``): for runs whose output is interleaved with
+    others' (classifiers trained side by side, ``jobs > 1``), where Keras' bars would be garbled."""
+
+    def __init__(self, printer: Callable[[str], None], last_epoch: int):
+        super().__init__()
+        self.printer, self.last_epoch, self.started = printer, last_epoch, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = ", ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items())
+                           if np.ndim(value) == 0)
+        self.printer(f"epoch {epoch + 1}/{self.last_epoch} ({time.perf_counter() - self.started:.0f} s): {values}")
+
+
 def open_run(config: CommonConfig, classes: Sequence[str], resume: bool, strategy=None) -> RunDir:
     """The run directory of a training session: the chief's ``config.out``; another worker of a
     multi-worker run writes into a private temporary folder (TensorFlow's multi-worker guide) and
@@ -261,14 +278,15 @@ def open_run(config: CommonConfig, classes: Sequence[str], resume: bool, strateg
     return RunDir.create(config.out, config, classes, resume=resume)
 
 
-def run_training(stage: TrainingStage, resume: bool = False, verbose: int = 1, strategy=None,
+def run_training(stage: TrainingStage, resume: bool = False, verbose: int | str = 1, strategy=None,
                  printer: Callable[[str], None] = print) -> RunDir:
     """Trains (or resumes) ``stage`` and writes its run directory; see the module docstring.
 
     Args:
         stage: the stage with its resolved config.
         resume: continue the run in ``config.out`` from its latest good checkpoint.
-        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent).
+        verbose: Keras verbosity (1 progress bars, 2 one line per epoch, 0 silent), or
+            ``"lines"``: one line per epoch through ``printer`` (:class:`EpochLines`).
         strategy: an existing ``tf.distribute`` strategy (then only the seed and precision are
             set); default: made from ``config.strategy``.
         printer: where the loop's own messages go.
@@ -304,7 +322,7 @@ def run_training(stage: TrainingStage, resume: bool = False, verbose: int = 1, s
         run.unlock()
 
 
-def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strategy, precision: str,
+def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int | str, strategy, precision: str,
            printer: Callable[[str], None]) -> RunDir:
     from cellgen.distribute import (check_workers_agree, collective_errors, files_digest, fit_multi_worker,
                                     is_multi_worker)
@@ -341,6 +359,9 @@ def _train(stage: TrainingStage, run: RunDir, resume: bool, verbose: int, strate
     for offset, callback in enumerate(stage.callbacks(run)):
         callbacks.insert(1 + offset, callback)  # after the NaN guard, before the logs and checkpoints
     callbacks.append(Snapshots(stage, run, config.epochs, initial_epoch=initial_epoch))
+    if verbose == "lines":
+        callbacks.append(EpochLines(printer, config.epochs))
+        verbose = 0
     if initial_epoch < config.epochs:
         dataset, options = stage.train_dataset(reader, initial_epoch), stage.fit_options(stage.val_reader)
         if multi_worker:  # every worker reads everything and keeps its part of each global batch

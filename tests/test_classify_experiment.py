@@ -310,3 +310,46 @@ def test_best_weights_are_kept_and_early_stopping_waits_for_patience(tmp_path):
 def test_balanced_class_weights():
     weights = mixing.balanced_class_weights({"a": 30, "b": 10, "c": 0}, ["a", "b", "c"])
     assert weights == {0: pytest.approx(40 / 60), 1: pytest.approx(40 / 20), 2: 0.0}
+
+
+def test_jobs_2_trains_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path, capfd):
+    """jobs=2 runs each (arm, seed) in its own spawned process; every run seeds itself, so the
+    losses and test metrics equal those of the runs trained one after the other."""
+    changes = {"arms": "baseline,classical", "epochs": 2}
+    one = train_lib.run_experiment(tiny_config(tmp_path / "one", **changes), verbose=0, printer=lambda line: None)
+    lines = []
+    two = train_lib.run_experiment(tiny_config(tmp_path / "two", jobs=2, **changes), verbose=0, printer=lines.append)
+    assert any("2 at a time (jobs=2)" in line for line in lines)
+    # Each run says when it starts and prints one prefixed line per epoch (no interleaved bars).
+    printed = capfd.readouterr().out
+    assert "[1/2] arm baseline, seed 0:" in printed and "[2/2] arm classical, seed 0:" in printed
+    assert "    [classical, seed 0] epoch 2/2 (" in printed and "\x08" not in printed
+    for arm in ("baseline", "classical"):
+        (run_one,), (run_two,) = one["arms"][arm]["runs"], two["arms"][arm]["runs"]
+        assert Path(run_two["run_dir"]).parent.parent.parent == tmp_path / "two" / "exp"
+        assert (Path(run_two["run_dir"]) / "COMPLETE.json").is_file()
+        history_one = read_history(Path(run_one["run_dir"]) / "logs" / "history.csv")
+        history_two = read_history(Path(run_two["run_dir"]) / "logs" / "history.csv")
+        np.testing.assert_allclose(history_two["loss"], history_one["loss"], rtol=1e-4)
+        assert run_two["weighted_f1"] == pytest.approx(run_one["weighted_f1"], abs=1e-6)
+    assert read_json(tmp_path / "two" / "exp" / "config.json")["jobs"] == 2
+
+
+def test_jobs_above_1_with_a_multi_replica_strategy_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="jobs=2 trains single-device runs side by side; with 2 replica"):
+        train_lib.run_experiment(tiny_config(tmp_path, jobs=2, strategy="cpu:2"), verbose=0)
+
+
+def test_jobs_above_1_with_a_gpu_visible_trains_one_run_at_a_time_with_a_warning(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    monkeypatch.setattr(train_lib, "_train_runs_in_processes",
+                        lambda *args, **kwargs: pytest.fail("processes started although a GPU is visible"))
+    lines = []
+    report = train_lib.run_experiment(tiny_config(tmp_path, jobs=2, arms="baseline", epochs=1, precision="fp32"),
+                                      strategy=tf.distribute.get_strategy(), verbose=0, printer=lines.append)
+    assert any(line.startswith("warning: jobs=2 is for CPU-only machines") for line in lines)
+    assert len(report["arms"]["baseline"]["runs"]) == 1

@@ -9,7 +9,7 @@ import pytest
 
 from cellgen.classify import metrics
 from cellgen.classify.report import build_report, comparison_pairs, paired_markdown
-from cellgen.data import Augment
+from cellgen.data import Augment, DataError
 
 # Student-t quantiles t_{0.975, df} from a printed table (df 1, 2, 4).
 T_TABLE = {1: 12.7062, 2: 4.3027, 4: 2.7764}
@@ -128,3 +128,44 @@ def test_dihedral_augment_draws_all_eight_symmetries_exactly():
     assert turned.apply(image, np.random.default_rng(1)).shape == image.shape
     wide = np.zeros((2, 4, 3), np.uint8)
     assert all(turned.apply(wide, np.random.default_rng(s)).shape == wide.shape for s in range(20))
+
+
+def test_resolution_matching_blurs_a_share_of_images_and_leaves_the_other_draws_alone():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # fine detail: the round trip must lose it
+    round_trip = Augment.resample(image, 32)
+    assert round_trip.shape == image.shape and round_trip.dtype == np.uint8
+    lost = np.abs(round_trip.astype(int) - image).mean()
+    assert lost > 20
+    assert np.array_equal(Augment.resample(round_trip[:32, :32], 32), round_trip[:32, :32])  # not larger: unchanged
+    # An image already at the generator's detail (a generated image enlarged) changes far less.
+    assert np.abs(Augment.resample(round_trip, 32).astype(int) - round_trip).mean() < lost / 5
+    plain = Augment.dihedral(zoom=0.1)
+    matched = Augment(zoom=0.1, horizontal_flip=True, rotate90=True, resample_size=32, resample_probability=0.5)
+    blurred = 0
+    for seed in range(40):
+        expected = plain.apply(image, np.random.default_rng(seed))
+        out = matched.apply(image, np.random.default_rng(seed))
+        if not np.array_equal(out, expected):
+            blurred += 1  # the same flips, turn and zoom as without matching, of the blurred image
+            assert np.abs(out.astype(int) - expected).mean() > 10
+    assert 10 <= blurred <= 30
+    with pytest.raises(DataError, match="resample_probability"):
+        Augment(resample_size=32, resample_probability=1.5)
+    with pytest.raises(DataError, match="resample_size"):
+        Augment(resample_size=-1)
+
+
+def test_resolution_matching_applies_to_the_synthetic_arms_only():
+    from cellgen.classify.config import ClassifierConfig
+    from cellgen.classify.train_lib import classical_augment
+
+    config = ClassifierConfig(data="train", match_synthetic_size=32, match_synthetic_probability=0.25)
+    assert classical_augment(config, "baseline") is None
+    assert classical_augment(config, "classical").resample_size == 0
+    for arm in ("synthetic", "classical+synthetic"):
+        augment = classical_augment(config, arm)
+        assert (augment.resample_size, augment.resample_probability) == (32, 0.25)
+    assert classical_augment(config, "classical+synthetic").rotate90
+    assert not classical_augment(config, "synthetic").rotate90
+    assert classical_augment(config.replace(match_synthetic_size=0), "synthetic") is None

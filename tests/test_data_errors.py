@@ -144,7 +144,7 @@ def test_upscaled_images_are_reported_after_the_first_epoch_without_verification
     reader = DataReader(root, image_size=(24, 16), batch_size=3)
     assert reader.notes == [] and reader.upscaled == [] and capsys.readouterr().err == ""
     list(reader.epoch(0))
-    message = f"1 image smaller than 16x24 px was upscaled (smallest 10x10): first {root / 'a' / 'img_002.png'}"
+    message = f"1 image smaller than 16x24 px was upscaled in the first epoch (smallest 10x10): first {root / 'a' / 'img_002.png'}"
     assert capsys.readouterr().err == f"warning: {message}\n"
     assert reader.notes == [message]
     list(reader.epoch(1))

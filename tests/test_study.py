@@ -408,3 +408,31 @@ def test_finetune_conditional_that_is_not_a_bool_is_a_one_line_error(tmp_path, c
     error = capsys.readouterr().err.strip()
     assert error == "error: finetune_conditional: expected bool, got 'maybe'"
     assert not (tmp_path / "s").exists()
+
+
+def test_a_smaller_generator_gets_its_resolution_matched_in_the_synthetic_arms_only(tmp_path, monkeypatch):
+    """match_synthetic_resolution: the synthetic arms' classifier request carries the generator's size;
+    the reference (and a study whose generator has the classifier's size) does not."""
+    from cellgen.study import stages
+
+    requests = []
+
+    def fake_experiment(request, log=None):
+        requests.append(request)
+        Path(request.out).mkdir(parents=True, exist_ok=True)
+        (Path(request.out) / "report.json").write_text("{}")
+
+    monkeypatch.setattr(stages, "run_classifier_experiment", fake_experiment)
+    monkeypatch.setattr(Study, "synthetic_counts", lambda self: {"basophil": 18})
+    for size, matched in ((8, True), (16, False)):
+        config = _config(generator_image_size=size, match_synthetic_resolution="true",
+                         arms="classical,classical+synthetic", limit_class="basophil=6")
+        requests.clear()
+        Study(config, tmp_path / f"study-{size}").stage_classify()
+        arms, reference = requests
+        assert arms.overrides.get("match_synthetic_size") == (8 if matched else None)
+        assert "match_synthetic_size" not in reference.overrides
+    off = _config(generator_image_size=8, arms="classical,classical+synthetic")
+    requests.clear()
+    Study(off, tmp_path / "off").stage_classify()
+    assert "match_synthetic_size" not in requests[0].overrides

@@ -75,8 +75,21 @@ class ClassifierConfig(CommonConfig):
             (one of the 8 symmetries of the square, exact pixels), before rotation and zoom.
         classical_rotation: maximum rotation in degrees of the classical arm (K&C: rotate and zoom).
         classical_zoom: maximum relative zoom of the classical arm.
+        match_synthetic_size: in the arms with synthetic images, every training image (real or
+            synthetic) is shrunk to this many pixels and enlarged back with probability
+            ``match_synthetic_probability`` (0: off). Set it to the generator's size when that is
+            below ``image_size``: otherwise only the synthetic images are blurred, and a classifier
+            can learn "blurred means the scarce class" and miss real cells of that class (measured:
+            docs/benchmarks.md, basophil study of 2026-12-03). The arms without synthetic images are
+            untouched, so their figures (and the scarcity reference) do not change.
+        match_synthetic_probability: the chance of that round trip per training image.
         checkpoint_every: epochs between resumable checkpoints.
         save_models: keep ``models/best.keras`` of every arm and seed.
+        jobs: classifiers trained at once, each in its own process (single-device strategy only).
+            Every run seeds itself, so the results do not depend on it. On CPUs where one fp32
+            MobileNetV2 run keeps only one core busy (TensorFlow's depthwise-convolution
+            gradients), ``jobs = 2`` on 2 cores nearly halves an experiment's time
+            (docs/benchmarks.md, 2026-12-03); keep 1 on a GPU.
 
     Example:
         >>> config = ClassifierConfig(data="train", val_data="val", test_data="test", backbone="smallcnn",
@@ -94,6 +107,8 @@ class ClassifierConfig(CommonConfig):
         "mode": one_of(*MODES), "seeds": at_least(1), "synthetic_ratio": at_least(0),
         "synthetic_count": at_least(0), "classical_rotation": between(0, 360),
         "classical_zoom": between(0, 1, high_open=True), "checkpoint_every": at_least(1),
+        "jobs": at_least(1), "match_synthetic_size": at_least(0, note="0 = off"),
+        "match_synthetic_probability": between(0, 1),
     }
 
     image_size: int = 128
@@ -129,8 +144,11 @@ class ClassifierConfig(CommonConfig):
     classical_dihedral: bool = True
     classical_rotation: float = 180.0
     classical_zoom: float = 0.1
+    match_synthetic_size: int = 0
+    match_synthetic_probability: float = 0.5
     checkpoint_every: int = 1
     save_models: bool = True
+    jobs: int = 1
 
     def validate(self) -> None:
         super().validate()

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 
 from cellgen.classify import mixing
-from cellgen.classify.config import CLASSICAL_ARMS, ClassifierConfig
+from cellgen.classify.config import CLASSICAL_ARMS, SYNTHETIC_ARMS, ClassifierConfig
 from cellgen.classify.metrics import classification_metrics, confusion_matrix
 from cellgen.classify.models import build_classifier_from_config
 from cellgen.classify.prepare import (arm_slug, check_data, group_by_class, prepare_data, reader_for,
@@ -177,12 +177,16 @@ def build_and_compile(config: ClassifierConfig, num_classes: int) -> tuple[keras
 
 
 def classical_augment(config: ClassifierConfig, arm: str) -> Augment | None:
-    """The augmentation of an arm: none, or in the ``classical`` arms the dihedral flips and quarter
-    turns (``classical_dihedral``) followed by ``classical_rotation`` and ``classical_zoom``."""
-    if arm not in CLASSICAL_ARMS:
-        return None
-    return Augment(rotation_degrees=config.classical_rotation, zoom=config.classical_zoom,
-                   horizontal_flip=config.classical_dihedral, rotate90=config.classical_dihedral)
+    """The augmentation of an arm: in the ``classical`` arms the dihedral flips and quarter turns
+    (``classical_dihedral``) followed by ``classical_rotation`` and ``classical_zoom``; in the arms
+    with synthetic images, the resolution round trip of ``match_synthetic_size``; else none."""
+    resample = dict(resample_size=config.match_synthetic_size,
+                    resample_probability=config.match_synthetic_probability) \
+        if arm in SYNTHETIC_ARMS and config.match_synthetic_size else {}
+    if arm in CLASSICAL_ARMS:
+        return Augment(rotation_degrees=config.classical_rotation, zoom=config.classical_zoom,
+                       horizontal_flip=config.classical_dihedral, rotate90=config.classical_dihedral, **resample)
+    return Augment(**resample) if resample else None
 
 
 def balanced_targets(rows: Sequence[tuple[str, str, str]]) -> dict[str, int]:
@@ -392,6 +396,40 @@ def _stopped_early_at(run_path: Path) -> int:
 # The experiment -------------------------------------------------------------------
 
 
+def _train_run_in_process(args: tuple, resume: bool, header: str) -> dict[str, Any]:
+    """One classifier run in a worker process of ``jobs > 1`` (the default strategy of that process;
+    :func:`cellgen.training.run_training` sets the run's seed and precision). ``header`` is printed
+    when the run starts, not when it is queued."""
+    config, arm = args[0], args[1]
+    print(header, flush=True)
+    prefix = f"    [{arm}, seed {config.seed}] "
+    return train_classifier_run(*args, resume=resume, verbose="lines",
+                                printer=lambda line: print(prefix + line, flush=True))
+
+
+def _train_runs_in_processes(jobs: int, runs, run_args, announce, finished, resume: bool,
+                             printer: Printer) -> dict[tuple[int, str], dict[str, Any]]:
+    """Trains ``runs`` ((seed, arm) pairs) ``jobs`` at a time in spawned processes (TensorFlow is
+    not fork-safe); a failed run's error is raised here once the others in flight have ended."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    printer(f"training {len(runs)} classifiers {min(jobs, len(runs))} at a time (jobs={jobs}), "
+            "each in its own process")
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(runs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for index, (seed, arm) in enumerate(runs, start=1):
+            futures[pool.submit(_train_run_in_process, run_args(seed, arm), resume,
+                                announce(index, seed, arm))] = (seed, arm)
+        for future in as_completed(futures):
+            seed, arm = futures[future]
+            results[seed, arm] = future.result()
+            finished(seed, arm, results[seed, arm])
+    return results
+
+
 def check_model_options(config: ClassifierConfig) -> None:
     """Fails fast (before any data is read) on a backbone, size or weights problem."""
     from cellgen.classify.models import check_backbone, resolve_weights
@@ -431,9 +469,19 @@ def run_experiment(config: ClassifierConfig, resume: bool = False, strategy=None
         strategy, precision = prepare_runtime(config)
     else:
         precision = set_precision(config.precision)
+    if config.jobs > 1 and (strategy.num_replicas_in_sync > 1 or config.strategy == "multiworker"):
+        raise ConfigError(f"jobs={config.jobs} trains single-device runs side by side; with "
+                          f"{strategy.num_replicas_in_sync} replica(s) of strategy {config.strategy!r} use jobs=1")
+    jobs = config.jobs
+    import tensorflow as tf
+
+    if jobs > 1 and tf.config.list_physical_devices("GPU"):
+        # Each process would claim the whole GPU; there one run at a time is the fast way.
+        printer(f"warning: jobs={jobs} is for CPU-only machines; a GPU is visible, so the runs train one at a time")
+        jobs = 1
+    checked = check_data(config, printer)  # bad data fails before OUT is written
     # MultiWorkerMirroredStrategy: every worker trains, only the chief writes OUT; the others write a
     # scratch copy, but name the chief's run folders, whose checkpoints they resume from (open_run).
-    checked = check_data(config, printer)  # bad data fails before OUT is written
     experiment = open_run(config, None, resume, strategy)
     out = experiment.path
     data = prepare_data(config, out, printer, checked=checked)
@@ -451,21 +499,31 @@ def run_experiment(config: ClassifierConfig, resume: bool = False, strategy=None
         save_class_examples(data.synthetic_pool, experiment.samples / "synthetic_examples.png",
                             config.image_size, "synthetic images (never in val or test)")
 
-    results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in config.arms}
-    total, done = len(seeds) * len(config.arms), 0
-    for seed in seeds:
-        for arm in config.arms:
-            done += 1
-            printer(f"[{done}/{total}] arm {arm}, seed {seed}: "
-                    f"{sum(sum(by_label.values()) for by_label in sets.counts[f'seed {seed}'][arm].values())} "
-                    "training images")
-            result = train_classifier_run(config.replace(seed=seed), arm, sets.csv[seed][arm], data.val_csv,
-                                          data.test_csv, data.classes,
-                                          Path(config.out) / "runs" / arm_slug(arm) / f"seed-{seed}",
-                                          strategy=strategy, resume=resume, verbose=verbose, printer=printer)
-            printer(f"    test weighted F1 {result['weighted_f1']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-                    f"accuracy {result['accuracy']:.4f} (best epoch {result['best_epoch']})")
-            results[arm].append(result)
+    runs = [(seed, arm) for seed in seeds for arm in config.arms]
+    counts = {(seed, arm): sum(sum(by_label.values()) for by_label in sets.counts[f"seed {seed}"][arm].values())
+              for seed, arm in runs}
+
+    def run_args(seed: int, arm: str) -> tuple:
+        return (config.replace(seed=seed, jobs=1), arm, sets.csv[seed][arm], data.val_csv, data.test_csv,
+                data.classes, Path(config.out) / "runs" / arm_slug(arm) / f"seed-{seed}")
+
+    def announce(index: int, seed: int, arm: str) -> str:
+        return f"[{index}/{len(runs)}] arm {arm}, seed {seed}: {counts[seed, arm]} training images"
+
+    def finished(seed: int, arm: str, result: dict[str, Any]) -> None:
+        printer(f"    arm {arm}, seed {seed}: test weighted F1 {result['weighted_f1']:.4f}, macro F1 "
+                f"{result['macro_f1']:.4f}, accuracy {result['accuracy']:.4f} (best epoch {result['best_epoch']})")
+
+    by_run: dict[tuple[int, str], dict[str, Any]] = {}
+    if jobs > 1 and len(runs) > 1:
+        by_run = _train_runs_in_processes(jobs, runs, run_args, announce, finished, resume, printer)
+    else:
+        for index, (seed, arm) in enumerate(runs, start=1):
+            printer(announce(index, seed, arm))
+            by_run[seed, arm] = train_classifier_run(*run_args(seed, arm), strategy=strategy, resume=resume,
+                                                     verbose=verbose, printer=printer)
+            finished(seed, arm, by_run[seed, arm])
+    results = {arm: [by_run[seed, arm] for seed in seeds] for arm in config.arms}
     config_dict = config.to_dict() | {"synthetic_amount": config.synthetic_amount,
                                       "synthetic_per_class": sets.synthetic_per_class}
     report = build_report(results, data.classes, config_dict,

@@ -360,7 +360,9 @@ class DataReader:
                        f"list in {report}")
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
-    def _report_upscaled(self):
+    def _report_upscaled(self, counted: str = ""):
+        """Warns once about enlarged images; ``counted`` says what the count covers when it is not
+        every kept image (an epoch that drops its last partial batch leaves a few images unread)."""
         with self._lock:
             if self._upscale_reported or not self._upscaled:
                 return
@@ -371,7 +373,7 @@ class DataReader:
         smallest = min((size for _, size in upscaled), key=lambda size: (size[0] * size[1], size))
         cropped = " after cropping" if self.crop is not None else ""
         were = "image smaller than {} was upscaled" if len(upscaled) == 1 else "images smaller than {} were upscaled"
-        self._warn(f"{len(upscaled)} {were.format(target)} (smallest {_size_text(smallest)}{cropped}): "
+        self._warn(f"{len(upscaled)} {were.format(target)}{counted} (smallest {_size_text(smallest)}{cropped}): "
                    f"first {self._kept[upscaled[0][0]].key}")
 
     def _cheap_checks(self, entries: list[_Entry]) -> list[_Entry]:
@@ -557,7 +559,7 @@ class DataReader:
                     yield images, labels, self._attribute_ids[order[positions]]
                 else:
                     yield images, labels
-            self._report_upscaled()
+            self._report_upscaled(" in the first epoch")
         finally:
             for _, _, _, futures in pending:
                 for future in futures or ():

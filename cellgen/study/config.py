@@ -55,6 +55,11 @@ class StudyConfig(CommonConfig):
             A GAN preset's ``augment`` (DiffAugment) applies as in ``train_vanilla_gan.py``.
         generator_image_size: the generators' image size (0: ``image_size``). A smaller generator
             is much cheaper to train; its images are enlarged to ``image_size`` for the classifier.
+        match_synthetic_resolution: with a generator smaller than ``image_size``, the arms with
+            synthetic images also shrink and re-enlarge every training image to the generator's
+            size with probability 0.5 (the classifier's ``match_synthetic_size``), so that blur
+            stops being a sign of the synthesised class. Arms without synthetic images and the
+            reference are untouched.
         guidance, sampler: classifier-free guidance weight and solver of a ``ddim_cond`` generator
             (``sampler`` empty: the run's own).
         generator_overrides: ``key=value`` overrides of the base preset.
@@ -152,6 +157,7 @@ class StudyConfig(CommonConfig):
     generator_preset: str = "ddim_fast"
     generator_overrides: list[str] = dataclasses.field(default_factory=list)
     generator_image_size: int = 0
+    match_synthetic_resolution: bool = False
     guidance: float = 2.0
     sampler: str = ""
     base_run: str = ""

@@ -447,6 +447,8 @@ class Study(StudyBase):
                                  "lower filter_threshold or raise filter_candidates")
             fields.update(synthetic=str(self.synthetic_dir()), synthetic_from="", synthetic_classes=list(wanted),
                           synthetic_count=count, synthetic_match_positive=False)
+            if config.match_synthetic_resolution and config.generator_size < config.image_size:
+                fields.update(match_synthetic_size=config.generator_size)
         stages.run_classifier_experiment(self.classifier_request(self.classifier_dir, **fields),
                                          log=self.commands)
         report = self.classifier_dir / "report.json"

@@ -169,3 +169,7 @@ def test_resolution_matching_applies_to_the_synthetic_arms_only():
     assert classical_augment(config, "classical+synthetic").rotate90
     assert not classical_augment(config, "synthetic").rotate90
     assert classical_augment(config.replace(match_synthetic_size=0), "synthetic") is None
+    from cellgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match="match_synthetic_size: 128 must be below image_size 128"):
+        config.replace(match_synthetic_size=128).validate()

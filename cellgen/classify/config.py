@@ -166,6 +166,9 @@ class ClassifierConfig(CommonConfig):
             raise ConfigError(f"arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         if len(set(self.arms)) != len(self.arms):
             raise ConfigError(f"arms: an arm is listed twice in {','.join(self.arms)}")
+        if self.match_synthetic_size and self.match_synthetic_size >= self.image_size:
+            raise ConfigError(f"match_synthetic_size: {self.match_synthetic_size} must be below image_size "
+                              f"{self.image_size} (the generator's smaller size), or 0 for off")
         if self.synthetic and self.synthetic_from:
             raise ConfigError("give either --synthetic DIR or --synthetic-from RUN, not both")
         if self.synthetic_match_positive and self.synthetic_count:
